@@ -1,0 +1,263 @@
+"""The ``deitctl`` command line. It parses arguments and delegates; the work lives in the modules.
+
+Only typer/rich are imported at module level so ``deitctl --help`` stays fast; torch, timm and
+friends are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from deitctl.errors import DeitctlError, UsageError
+
+app = typer.Typer(
+    help="Train, distill, fine-tune, evaluate, export and publish DeiT vision transformers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+recipes_app = typer.Typer(help="List and show the named training recipes.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect datasets as deitctl sees them.", no_args_is_help=True)
+app.add_typer(recipes_app, name="recipes")
+app.add_typer(data_app, name="data")
+
+_debug = bool(os.environ.get("DEITCTL_DEBUG"))
+
+SET_HELP = "Override a recipe key, e.g. --set lr=1e-3 --set model_args.depth=2 (repeatable)."
+JSON_HELP = "Print machine-readable JSON on stdout."
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    global _debug
+    _debug = _debug or debug
+    if version:
+        from deitctl import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+# --------------------------------------------------------------------------------------- recipes
+@recipes_app.command("list")
+def recipes_list(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """List the named recipes."""
+    from deitctl.console import emit_json, print_table
+    from deitctl.recipes import list_recipes
+
+    rows = [{"name": n, "description": d} for n, d in list_recipes()]
+    emit_json(rows) if as_json else print_table(rows, title="recipes")
+
+
+@recipes_app.command("show")
+def recipes_show(
+    name: str = typer.Argument(..., help="Recipe name or path to a .yaml file."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show a fully resolved recipe (bases applied, overrides applied)."""
+    from deitctl.console import emit_json
+    from deitctl.recipes import dump_recipe, load_recipe, recipe_to_dict
+
+    recipe = load_recipe(name, sets)
+    if as_json:
+        emit_json(recipe_to_dict(recipe))
+    else:
+        typer.echo(dump_recipe(recipe), nl=False)
+
+
+# ------------------------------------------------------------------------------------------ info
+@app.command()
+def info(
+    ref: str = typer.Argument(..., metavar="MODEL_OR_RECIPE", help="Recipe name, timm model name or model reference."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Input resolution (default: the model's)."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Parameters and GMACs per image (multiply-accumulates ÷ 1e9, the paper's "FLOPs")."""
+    from deitctl.console import emit_json, print_table
+    from deitctl.models import model_info
+
+    row = model_info(ref, img_size=img_size, overrides=sets)
+    emit_json(row) if as_json else print_table([row], title=ref)
+
+
+# ------------------------------------------------------------------------------------------ data
+@data_app.command("show")
+def data_show(
+    dataset: str = typer.Argument(..., help="Dataset name, Hub id (org/name) or local path."),
+    split: str | None = typer.Option(None, "--split", help="Only this split."),
+    image_column: str | None = typer.Option(None, "--image-column", help="Image column, if it cannot be inferred."),
+    label_column: str | None = typer.Option(None, "--label-column", help="Label column, if it cannot be inferred."),
+    grid: Path | None = typer.Option(None, "--grid", help="Write a PNG grid of augmented training samples."),
+    recipe: str = typer.Option("fashion-deit-ti", "--recipe", help="Recipe whose augmentation the grid shows."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Split sizes, classes and columns of a dataset; optionally a grid of augmented samples."""
+    _not_yet("data show")
+
+
+# ----------------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    recipe: str = typer.Argument(..., help="Recipe name (see `deitctl recipes list`) or .yaml path."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Dataset (default: the recipe's)."),
+    out: Path | None = typer.Option(None, "--out", help="Run directory (default: runs/RECIPE)."),
+    teacher: str | None = typer.Option(None, "--teacher", help="Teacher model reference (default: the recipe's)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Override the global batch size."),
+    per_device_batch: int | None = typer.Option(None, "--per-device-batch", help="Cap on the per-device batch; the rest is gradient accumulation."),
+    max_train_samples: int | None = typer.Option(None, "--max-train-samples", help="Train on a fixed, seeded subset."),
+    max_eval_samples: int | None = typer.Option(None, "--max-eval-samples", help="Evaluate on a fixed, seeded subset."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    image_column: str | None = typer.Option(None, "--image-column"),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+) -> None:
+    """Train (and distill) a model from a recipe, on CPU, one GPU or many (under `accelerate launch`)."""
+    _not_yet("train")
+
+
+@app.command()
+def finetune(
+    recipe: str | None = typer.Argument(None, help="Recipe (default: the transfer recipe of --dataset)."),
+    init_from: str | None = typer.Option(None, "--from", help="Model to start from: run/model dir, Hub repo, .pth, timm name."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Dataset to fine-tune on."),
+    img_size: int | None = typer.Option(None, "--img-size", help="New resolution (position embeddings are resized)."),
+    out: Path | None = typer.Option(None, "--out", help="Run directory."),
+    teacher: str | None = typer.Option(None, "--teacher", help="Teacher model reference."),
+    epochs: int | None = typer.Option(None, "--epochs"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    per_device_batch: int | None = typer.Option(None, "--per-device-batch"),
+    max_train_samples: int | None = typer.Option(None, "--max-train-samples"),
+    max_eval_samples: int | None = typer.Option(None, "--max-eval-samples"),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    resume: Path | None = typer.Option(None, "--resume"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    image_column: str | None = typer.Option(None, "--image-column"),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fine-tune a trained model on a new dataset or resolution (heads reset, position embeddings resized)."""
+    _not_yet("finetune")
+
+
+# ------------------------------------------------------------------------------------ evaluation
+@app.command("eval")
+def eval_(
+    model: str = typer.Argument(..., help="Run/model dir, Hub repo (org/name[@rev]), .pth or timm name."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Dataset (default: the run's)."),
+    split: str | None = typer.Option(None, "--split", help="Split (default: the recipe's eval split)."),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16."),
+    ema: bool = typer.Option(False, "--ema", help="Evaluate the EMA weights of a run."),
+    max_samples: int | None = typer.Option(None, "--max-samples", help="Evaluate a fixed, seeded subset."),
+    per_class: bool = typer.Option(False, "--per-class", help="Also report per-class accuracy."),
+    confusion: Path | None = typer.Option(None, "--confusion", help="Write a confusion-matrix PNG."),
+    image_column: str | None = typer.Option(None, "--image-column"),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Top-1/top-5 accuracy and loss; for distilled models also each head alone."""
+    _not_yet("eval")
+
+
+@app.command()
+def bench(
+    model: str = typer.Argument(..., help="Model reference, recipe name or timm model name."),
+    batch_sizes: str = typer.Option("1,32", "--batch-sizes", help="Comma-separated batch sizes."),
+    precision: str = typer.Option("fp32,bf16", "--precision", help="Comma-separated: fp32, bf16, fp16."),
+    img_size: int | None = typer.Option(None, "--img-size"),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model first."),
+    repeats: int = typer.Option(5, "--repeats", help="Timed runs; the median is reported."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Throughput and peak memory per batch size and precision (the paper's Table 10 on this machine)."""
+    _not_yet("bench")
+
+
+# ------------------------------------------------------------------------------------ export/hub
+@app.command()
+def export(
+    model: str = typer.Argument(..., help="Model reference."),
+    fmt: str = typer.Option("safetensors", "--format", help="safetensors, onnx or transformers."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    ema: bool = typer.Option(False, "--ema", help="Export the EMA weights of a run."),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="ONNX parity: max abs difference allowed."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Export a model: timm-loadable safetensors, ONNX (parity-checked) or transformers."""
+    _not_yet("export")
+
+
+@app.command()
+def push(
+    model: str = typer.Argument(..., help="Run or model directory to publish."),
+    repo_id: str = typer.Argument(..., help="Target repo, org/name."),
+    revision: str | None = typer.Option(None, "--revision"),
+    private: bool = typer.Option(False, "--private"),
+    message: str | None = typer.Option(None, "--message"),
+    hub_dir: Path | None = typer.Option(None, "--hub-dir", help="A local directory acting as the hub."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Publish a model (weights, config, model card) to the Hub in one commit."""
+    _not_yet("push")
+
+
+@app.command()
+def pull(
+    repo: str = typer.Argument(..., help="org/name[@revision]"),
+    out: Path | None = typer.Option(None, "--out", help="Copy the model here (default: the cache)."),
+    hub_dir: Path | None = typer.Option(None, "--hub-dir", help="A local directory acting as the hub."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Download a model from the Hub and verify its weights."""
+    _not_yet("pull")
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run directories."),
+    out: Path = typer.Option(Path("report.md"), "--out", help="Markdown report to write."),
+    dataset: str | None = typer.Option(None, "--dataset"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """A Table 3-style markdown report and plots over several runs."""
+    _not_yet("report")
+
+
+def _not_yet(command: str) -> None:
+    raise UsageError(f"`deitctl {command}` is not implemented yet")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line and an exit code, not a traceback."""
+    try:
+        app()
+    except DeitctlError as e:
+        if _debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # a bug, not bad input: still no wall of text unless asked
+        if _debug:
+            raise
+        print(f"error: {type(e).__name__}: {e} (re-run with --debug for the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Errors a user can act on.
+
+The CLI turns these into one line on stderr and an exit code, never a traceback (unless --debug).
+Library code raises them with a message that names the problem *and* the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class DeitctlError(Exception):
+    """Something went wrong that the user can understand; exit code 1."""
+
+    exit_code = 1
+
+
+class UsageError(DeitctlError):
+    """Bad input from the user (names, files, values); exit code 2."""
+
+    exit_code = 2
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """Suffix like " (did you mean: a, b?)" — empty when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    return f" (did you mean: {', '.join(close)}?)" if close else ""
