@@ -91,7 +91,7 @@ def load_model_dir(
     if not weights.is_file():
         raise UsageError(f"{weights} not found" + ("; the run kept no EMA (recipe ema: false)" if ema else ""))
     state = load_file(str(weights))
-    if num_classes and num_classes != saved_classes or img_size:
+    if (num_classes and num_classes != saved_classes) or img_size:
         load_adapted(model, state)
     else:
         _load_strict(model, state, str(path))
@@ -158,7 +158,7 @@ def infer_deit(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
     proj = state["patch_embed.proj.weight"]
     patch, in_chans = proj.shape[-1], proj.shape[1]
     distilled = "dist_token" in state
-    grid = int(round((state["pos_embed"].shape[1] - (2 if distilled else 1)) ** 0.5))
+    grid = round((state["pos_embed"].shape[1] - (2 if distilled else 1)) ** 0.5)
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
     head = state.get("head.weight")
     arch = "deit_base_distilled_patch16_224" if distilled else "deit_base_patch16_224"

@@ -160,9 +160,9 @@ def load_adapted(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
 
 def model_info(ref: str, img_size: int | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Parameters and GMACs of a recipe's model, a timm name or any model reference."""
-    from deitctl.recipes import is_recipe, load_recipe
-
     import torch
+
+    from deitctl.recipes import is_recipe, load_recipe
 
     if is_recipe(ref):
         recipe = load_recipe(ref, overrides)
