@@ -1,0 +1,104 @@
+"""The DeiT augmentation pipeline, built by timm from the recipe.
+
+Train (Table 9): RandomResizedCrop (bicubic) + flip + RandAugment + normalize + random erasing, and
+Mixup/CutMix with label smoothing per batch. Eval: resize to size/0.875, center crop. Images of 32 px
+or less follow the authors' small-image path: RandomCrop(padding 4) for training, no resize at test.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from deitctl.recipes import Recipe
+
+SMALL = 32  # at or below this size: no crop-resize, RandomCrop(padding=4) for training
+
+
+def train_transform(recipe: Recipe) -> Callable:
+    from timm.data import create_transform
+
+    size, mean, std = recipe.img_size, _stats(recipe.mean, recipe.in_chans), _stats(recipe.std, recipe.in_chans)
+    if size <= SMALL:
+        return _small_train(recipe, mean, std)
+    return create_transform(
+        input_size=(recipe.in_chans, size, size),
+        is_training=True,
+        auto_augment=recipe.rand_augment,
+        interpolation=recipe.train_interpolation,
+        color_jitter=None if recipe.rand_augment else 0.3,
+        re_prob=recipe.reprob,
+        re_mode=recipe.remode,
+        re_count=recipe.recount,
+        mean=mean,
+        std=std,
+    )
+
+
+def _small_train(recipe: Recipe, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
+    from timm.data.auto_augment import rand_augment_transform
+    from timm.data.random_erasing import RandomErasing
+    from torchvision import transforms as T
+
+    size = recipe.img_size
+    steps: list[Any] = [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.RandomCrop(size, padding=4),
+                        T.RandomHorizontalFlip()]
+    if recipe.rand_augment:
+        fill = tuple(round(255 * m) for m in mean)
+        steps.append(rand_augment_transform(recipe.rand_augment, {"translate_const": int(size * 0.45),
+                                                                   "img_mean": fill if len(fill) > 1 else fill[0]}))
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    if recipe.reprob:
+        steps.append(RandomErasing(recipe.reprob, mode=recipe.remode, max_count=recipe.recount, device="cpu"))
+    return T.Compose(steps)
+
+
+def eval_transform(
+    img_size: int, mean: Sequence[float], std: Sequence[float], in_chans: int, crop_pct: float = 0.875,
+    interpolation: str = "bicubic",
+) -> Callable:
+    """Resize the shorter side to size/crop_pct, center crop (at ≤ 32 px: just the size), normalize."""
+    import math
+
+    from torchvision import transforms as T
+
+    interp = T.InterpolationMode.BILINEAR if interpolation == "bilinear" else T.InterpolationMode.BICUBIC
+    resize = img_size if img_size <= SMALL else math.floor(img_size / crop_pct)
+    return T.Compose([
+        T.Resize(resize, interpolation=interp),
+        T.CenterCrop(img_size),
+        T.ToTensor(),
+        T.Normalize(_stats(mean, in_chans), _stats(std, in_chans)),
+    ])
+
+
+def recipe_eval_transform(recipe: Recipe) -> Callable:
+    return eval_transform(recipe.img_size, recipe.mean, recipe.std, recipe.in_chans, recipe.eval_crop_pct)
+
+
+def _stats(values: Sequence[float], channels: int) -> tuple[float, ...]:
+    """Mean/std per channel; a 3-channel statistic on a 1-channel model is averaged, and vice versa."""
+    values = tuple(float(v) for v in values)
+    if len(values) == channels:
+        return values
+    avg = sum(values) / len(values)
+    return (avg,) * channels
+
+
+def make_mixup(recipe: Recipe, num_classes: int):
+    """timm's Mixup/CutMix with the recipe's label smoothing; None when both are off."""
+    if not (recipe.mixup > 0 or recipe.cutmix > 0):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(
+        mixup_alpha=recipe.mixup,
+        cutmix_alpha=recipe.cutmix,
+        prob=recipe.mixup_prob,
+        switch_prob=recipe.mixup_switch_prob,
+        mode="batch",
+        label_smoothing=recipe.label_smoothing,
+        num_classes=num_classes,
+    )
