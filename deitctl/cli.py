@@ -101,7 +101,10 @@ def data_show(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Split sizes, classes and columns of a dataset; optionally a grid of augmented samples."""
-    _not_yet("data show")
+    from deitctl.datashow import show
+
+    show(dataset, split=split, image_column=image_column, label_column=label_column, grid=grid,
+         recipe=recipe, as_json=as_json)
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -124,7 +127,22 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
     """Train (and distill) a model from a recipe, on CPU, one GPU or many (under `accelerate launch`)."""
-    _not_yet("train")
+    from deitctl.runsetup import RunOptions
+
+    opts = RunOptions(out=out, sets=sets, dataset=dataset, teacher=teacher, epochs=epochs, batch_size=batch_size,
+                      per_device_batch=per_device_batch, max_train_samples=max_train_samples,
+                      max_eval_samples=max_eval_samples, image_column=image_column, label_column=label_column,
+                      resume=resume, overwrite=overwrite)
+    _run_training(recipe, opts, as_json)
+
+
+def _run_training(recipe: str, opts: object, as_json: bool) -> None:
+    from deitctl.console import emit_json
+    from deitctl.train import train as run_train
+
+    summary = run_train(recipe, opts)  # type: ignore[arg-type]
+    if as_json:
+        emit_json(summary)
 
 
 @app.command()
@@ -148,7 +166,13 @@ def finetune(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fine-tune a trained model on a new dataset or resolution (heads reset, position embeddings resized)."""
-    _not_yet("finetune")
+    from deitctl.runsetup import RunOptions, finetune_recipe
+
+    opts = RunOptions(out=out, sets=sets, dataset=dataset, teacher=teacher, init_from=init_from, epochs=epochs,
+                      batch_size=batch_size, img_size=img_size, per_device_batch=per_device_batch,
+                      max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
+                      image_column=image_column, label_column=label_column, resume=resume, overwrite=overwrite)
+    _run_training(finetune_recipe(recipe, dataset), opts, as_json)
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -165,10 +189,24 @@ def eval_(
     confusion: Path | None = typer.Option(None, "--confusion", help="Write a confusion-matrix PNG."),
     image_column: str | None = typer.Option(None, "--image-column"),
     label_column: str | None = typer.Option(None, "--label-column"),
+    num_workers: int = typer.Option(2, "--num-workers", help="DataLoader worker processes (0: decode in-process)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Top-1/top-5 accuracy and loss; for distilled models also each head alone."""
-    _not_yet("eval")
+    from deitctl.console import emit_json, print_table
+    from deitctl.evaluate import run_eval
+
+    result = run_eval(model, dataset, split, batch_size, precision, ema, max_samples, per_class,
+                      str(confusion) if confusion else None, image_column, label_column, num_workers)
+    if result is None:  # not the main process of a multi-process run
+        return
+    if as_json:
+        emit_json(result)
+        return
+    columns = [c for c in ("top1", "top5", "top1_cls", "top1_dist", "loss", "num_samples", "img_per_s") if c in result]
+    print_table([result], columns, title=f"{model} on {result['dataset']} ({result['split']})")
+    if "per_class" in result:
+        print_table([{"class": k, "top1": v} for k, v in result["per_class"].items()], title="per class")
 
 
 @app.command()
@@ -182,7 +220,12 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Throughput and peak memory per batch size and precision (the paper's Table 10 on this machine)."""
-    _not_yet("bench")
+    from deitctl.bench import COLUMNS, parse_list, run_bench
+    from deitctl.console import emit_json, print_table
+
+    rows = run_bench(model, parse_list(batch_sizes, int, "--batch-sizes"), parse_list(precision, str, "--precision"),
+                     img_size=img_size, compile_model=compile_, repeats=repeats)
+    emit_json(rows) if as_json else print_table(rows, COLUMNS, title=f"{model} on {rows[0]['device']}")
 
 
 # ------------------------------------------------------------------------------------ export/hub
@@ -193,11 +236,21 @@ def export(
     out: Path = typer.Option(..., "--out", help="Output directory."),
     ema: bool = typer.Option(False, "--ema", help="Export the EMA weights of a run."),
     overwrite: bool = typer.Option(False, "--overwrite"),
-    tolerance: float = typer.Option(1e-4, "--tolerance", help="ONNX parity: max abs difference allowed."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="Parity check: max abs logit difference allowed."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Check parity on real images of this dataset too."),
+    split: str = typer.Option("test", "--split", help="Split of --dataset to take images from."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Export a model: timm-loadable safetensors, ONNX (parity-checked) or transformers."""
-    _not_yet("export")
+    """Export a model: timm-loadable safetensors, ONNX or transformers, each parity-checked against PyTorch."""
+    from deitctl.console import emit_json, print_table
+    from deitctl.export import export_model
+
+    result = export_model(model, fmt, out, ema, overwrite, tolerance, dataset, split)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    rows = [{"inputs": k, "max_abs_diff": v, "tolerance": result.tolerance} for k, v in result.max_abs_diff.items()]
+    print_table(rows, title=f"{result.format} export → {result.path} (checked with {result.verified_with or 'nothing'})")
 
 
 @app.command()
@@ -211,7 +264,15 @@ def push(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Publish a model (weights, config, model card) to the Hub in one commit."""
-    _not_yet("push")
+    from deitctl.console import emit_json, log
+    from deitctl.hub import push_model
+
+    result = push_model(Path(model), repo_id, revision, private, message, hub_dir)
+    if as_json:
+        emit_json(result)
+    else:
+        state = "pushed" if result["changed"] else "unchanged, no new commit:"
+        log(f"{state} {result['repo_id']}@{result['revision']} commit {result['commit']} ({result['url']})")
 
 
 @app.command()
@@ -219,10 +280,18 @@ def pull(
     repo: str = typer.Argument(..., help="org/name[@revision]"),
     out: Path | None = typer.Option(None, "--out", help="Copy the model here (default: the cache)."),
     hub_dir: Path | None = typer.Option(None, "--hub-dir", help="A local directory acting as the hub."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out directory."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Download a model from the Hub and verify its weights."""
-    _not_yet("pull")
+    from deitctl.console import emit_json, print_table
+    from deitctl.hub import pull_model
+
+    result = pull_model(repo, out, hub_dir, overwrite)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        print_table([{k: result.as_dict()[k] for k in ("repo_id", "revision", "commit", "path", "sha256")}])
 
 
 @app.command()
@@ -233,7 +302,15 @@ def report(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """A Table 3-style markdown report and plots over several runs."""
-    _not_yet("report")
+    from deitctl.console import emit_json, log
+    from deitctl.report import build_report
+
+    result = build_report(runs, out, dataset=dataset)
+    if as_json:
+        emit_json(result.rows)
+    else:
+        typer.echo(result.table, nl=False)
+    log(f"wrote {', '.join(str(f) for f in result.files)}")
 
 
 def _not_yet(command: str) -> None:

@@ -89,4 +89,4 @@ def _force_progress() -> bool:
 
 def log(message: str) -> None:
     """A status line for humans, on stderr so stdout stays clean for --json."""
-    err_console.print(message)
+    err_console.print(message, soft_wrap=True)

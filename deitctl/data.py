@@ -3,16 +3,27 @@
 ``load_split`` answers one question — "give me this split as a Dataset, and tell me which column is
 the image, which the label, and what the classes are called" — whatever the source:
 
-  * a named dataset (``fashion-mnist``, ``cifar10``, ``cifar100`` / ``cifar100-coarse``, ``flowers102``,
-    ``stanford-cars``, ``imagenet-1k``; ``inat18``/``inat19`` from local folders),
-  * a Hub id ``org/name`` (with ``--image-column/--label-column`` where they cannot be inferred),
-  * a local path: an image-folder tree (``class/xxx.jpg``), parquet/arrow files, or a ``save_to_disk`` dir.
+  * a named dataset (``fashion-mnist``, ``cifar10``, ``cifar100`` (fine labels) / ``cifar100-coarse``,
+    ``flowers102``, ``stanford-cars``, ``imagenet-1k``; ``inat18``/``inat19`` from local folders),
+  * a Hub id ``org/name`` (with ``--image-column/--label-column`` where they cannot be inferred);
+    offline, only what is already in the ``datasets`` cache — otherwise one line saying so and how
+    to provide a local copy,
+  * a local path: an image-folder tree (``[split/]class/xxx.jpg``), parquet/arrow files (split from
+    the file or folder name), or a ``save_to_disk`` directory.
 
-Unreadable images fail the run with the file named (we never train on silently shrinking data).
+Class names come from the label column's ``ClassLabel``; string labels become classes sorted by name,
+plain integer labels ``0..max`` — both computed over *all* splits so train and eval agree.
+
+Images are decoded by us, lazily, in the DataLoader workers (``with_transform``), not by ``datasets``,
+so that a corrupt or unreadable image fails the run with the file (or split and index) named. We fail
+rather than skip: skipping would train on silently shrinking data, make epoch lengths and resumed
+sample order depend on which files happen to be broken, and hide a damaged dataset copy. Remove or
+replace the file and run again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from deitctl.errors import DeitctlError, UsageError, did_you_mean
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator, Sequence
 
     from datasets import Dataset
 
@@ -46,6 +57,10 @@ NAMED: dict[str, Source] = {
     "inat19": Source(None, "image", "label", "DEITCTL_INAT19"),
 }
 _LABEL_GUESSES = ("label", "labels", "fine_label", "target", "class")
+_SPLIT_NAMES = {"train": "train", "test": "test", "validation": "validation", "val": "validation",
+                "valid": "validation"}
+_SPLIT_ALIASES = {"validation": ("val", "valid", "test"), "test": ("validation", "val"), "val": ("validation",)}
+LOCAL_HINT = "an image folder, parquet/arrow files or a save_to_disk directory"
 
 
 @dataclass
@@ -67,83 +82,156 @@ class LabeledSplit:
         return len(self.dataset)
 
 
+@dataclass
+class OpenedDataset:
+    """Every split of a dataset reference, plus the columns a named dataset is known to use."""
+
+    splits: dict[str, Dataset]
+    image_column: str | None
+    label_column: str | None
+    name: str
+
+    def pick(self, split: str) -> Dataset:
+        """The split by name or a common alias (validation ↔ val ↔ test); lists the others if missing."""
+        for candidate in (split, *_SPLIT_ALIASES.get(split, ())):
+            if candidate in self.splits:
+                return self.splits[candidate]
+        raise UsageError(f"{self.name}: no split '{split}' (available: {', '.join(self.splits)}); pass --split")
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """No ``datasets`` progress bars for small internal steps (the CLI shows its own status)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+# ------------------------------------------------------------------------------------- sources
 def _is_local(ref: str) -> bool:
-    return os.path.exists(ref) or ref.startswith((".", "/", "~"))
+    first = Path(ref).expanduser().parts[0] if ref else ""
+    return os.path.exists(ref) or ref.startswith((".", "/", "~")) or ("/" in ref and os.path.isdir(first))
 
 
-def _load_local(path: Path, split: str) -> Dataset:
+def _split_of(path: Path) -> str | None:
+    """A split name from a data file's stem (``train-0000.parquet``) or its folder (``test/x.arrow``)."""
+    for token in (path.stem.split("-")[0].split("_")[0].split(".")[0].lower(), path.parent.name.lower()):
+        if token in _SPLIT_NAMES:
+            return _SPLIT_NAMES[token]
+    return None
+
+
+def _as_splits(loaded: Any) -> dict[str, Dataset]:
+    from datasets import DatasetDict
+
+    return dict(loaded) if isinstance(loaded, DatasetDict) else {"train": loaded}
+
+
+def _load_local(path: Path) -> dict[str, Dataset]:
     import datasets
 
     if not path.exists():
         raise UsageError(f"{path}: no such file or directory")
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()):
-        loaded = datasets.load_from_disk(str(path))
-        return _pick_split(loaded, split, str(path))
+        try:
+            return _as_splits(datasets.load_from_disk(str(path)))
+        except IndexError:  # datasets 5.2 cannot reload a split saved with no rows
+            raise _empty_split_error(path, _empty_saved_splits(path)) from None
+    if path.is_file() and path.suffix not in (".parquet", ".arrow"):
+        raise UsageError(f"{path}: not a dataset file; pass {LOCAL_HINT}")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".arrow"))
     if files:
         kind = "parquet" if files[0].suffix == ".parquet" else "arrow"
-        by_split = {s: [str(f) for f in files if s in f.stem or f.parent.name == s] for s in ("train", "test", "validation")}
-        data_files = {s: fs for s, fs in by_split.items() if fs} or {"train": [str(f) for f in files]}
-        return _pick_split(datasets.load_dataset(kind, data_files=data_files), split, str(path))
-    return _pick_split(datasets.load_dataset("imagefolder", data_dir=str(path)), split, str(path))
+        data_files: dict[str, list[str]] = {}
+        for f in files:
+            data_files.setdefault(_split_of(f) or "train", []).append(str(f))
+        try:
+            return _as_splits(datasets.load_dataset(kind, data_files=data_files))
+        except ValueError as e:  # 'Instruction "test" corresponds to no data!'
+            if "corresponds to no data" not in str(e):
+                raise
+            raise _empty_split_error(path, str(e).split('"')[1:2]) from None
+    try:
+        return _as_splits(datasets.load_dataset("imagefolder", data_dir=str(path)))
+    except FileNotFoundError:  # datasets' EmptyDatasetError / DataFilesNotFoundError
+        raise UsageError(f"{path}: no images, parquet or arrow files found; pass {LOCAL_HINT}") from None
 
 
-def _pick_split(loaded: Any, split: str, where: str) -> Dataset:
-    from datasets import DatasetDict
+def _empty_saved_splits(path: Path) -> list[str]:
+    import json
 
-    if not isinstance(loaded, DatasetDict):
-        return loaded
-    if split in loaded:
-        return loaded[split]
-    aliases = {"validation": ("val", "valid", "test"), "test": ("validation", "val"), "val": ("validation",)}
-    for alt in aliases.get(split, ()):
-        if alt in loaded:
-            return loaded[alt]
-    raise UsageError(f"{where}: no split '{split}' (available: {', '.join(loaded)}); pass --split")
+    states = [path / "state.json"] if (path / "state.json").exists() else sorted(path.glob("*/state.json"))
+    return [p.parent.name for p in states if not json.loads(p.read_text()).get("_data_files")]
 
 
-def _load_hub(hub_id: str, split: str, name: str) -> Dataset:
+def _empty_split_error(path: Path, splits: list[str]) -> UsageError:
+    which = f"split {', '.join(repr(s) for s in splits)}" if splits else "a split"
+    return UsageError(f"{path}: {which} is empty (no rows); remove it or add data, then run again")
+
+
+def _load_hub(hub_id: str, name: str) -> dict[str, Dataset]:
+    """All splits of a Hub dataset; offline that means the local ``datasets`` cache only.
+
+    datasets 5.2 raises ``ConnectionError`` both with ``HF_DATASETS_OFFLINE=1`` ("Couldn't reach … on
+    the Hub (OfflineModeIsEnabled)") and when the Hub is unreachable (after retries,
+    ``LocalEntryNotFoundError``), and ``DatasetNotFoundError`` when the Hub answers that no such
+    (or no accessible) dataset exists.
+    """
     import datasets
+    from datasets.exceptions import DatasetNotFoundError
 
     try:
-        return datasets.load_dataset(hub_id, split=split)
-    except ValueError as e:
-        if "split" in str(e).lower() or "Unknown split" in str(e):
-            raise UsageError(f"dataset '{name}' has no split '{split}'; pass --split ({e})") from None
-        raise
-    except (ConnectionError, OSError, FileNotFoundError) as e:
+        return _as_splits(datasets.load_dataset(hub_id))
+    except ConnectionError:
         raise DeitctlError(
-            f"dataset '{name}' ({hub_id}) is not cached and the Hub is unreachable ({type(e).__name__}); "
-            "download it where the Hub is reachable, or pass a local copy: --dataset PATH "
-            "(image folder, parquet files or a save_to_disk directory)"
+            f"dataset '{name}' ({hub_id}) is not in the local datasets cache and the Hub cannot be reached; "
+            f"download it once where the Hub is reachable (datasets.load_dataset('{hub_id}'), same HF_HOME), "
+            f"or use a local copy instead: {LOCAL_HINT}"
         ) from None
+    except DatasetNotFoundError:
+        raise UsageError(f"dataset '{name}' not found on the Hub ({hub_id}); check the id, or for a gated "
+                         "dataset accept its terms and log in (`hf auth login`)") from None
 
 
-def load_dataset_split(ref: str, split: str) -> tuple[Dataset, str | None, str | None]:
-    """The raw Dataset of a split, plus the image/label columns a named dataset is known to use."""
+def open_dataset(ref: str) -> OpenedDataset:
+    """Every split of a dataset reference (see the module docstring), without decoding any image."""
     if ref == "fashion-mnist" and not os.environ.get("DEITCTL_FASHION_MNIST_HUB"):
         from deitctl import fashion_mnist
 
         if fashion_mnist.idx_available():
-            return _pick_split(fashion_mnist.load_local(), split, "fashion-mnist"), "image", "label"
+            return OpenedDataset(_as_splits(fashion_mnist.load_local()), "image", "label", ref)
     if ref in NAMED:
         src = NAMED[ref]
         local = os.environ.get(src.local_env) if src.local_env else None
         if local:
-            return _load_local(Path(local).expanduser(), split), None, None
+            return OpenedDataset(_load_local(Path(local).expanduser()), None, None, ref)
         if src.hub_id is None:
-            raise UsageError(f"dataset '{ref}' has no Hub copy: set {src.local_env}=PATH or pass --dataset PATH "
+            raise UsageError(f"dataset '{ref}' has no Hub copy: set {src.local_env}=PATH or pass a local path "
                              "(an image folder with train/ and val/ sub-folders)")
-        return _load_hub(src.hub_id, split, ref), src.image_column, src.label_column
+        return OpenedDataset(_load_hub(src.hub_id, ref), src.image_column, src.label_column, ref)
     if _is_local(ref):
-        return _load_local(Path(ref).expanduser(), split), None, None
-    if "/" in ref:
-        return _load_hub(ref, split, ref), None, None
+        return OpenedDataset(_load_local(Path(ref).expanduser()), None, None, ref)
+    if ref.count("/") == 1:
+        return OpenedDataset(_load_hub(ref, ref), None, None, ref)
     raise UsageError(f"unknown dataset '{ref}'{did_you_mean(ref, NAMED)}; use a name ({', '.join(NAMED)}), "
                      "a Hub id org/name, or a local path")
 
 
-def _infer_columns(ds: Dataset, image_column: str | None, label_column: str | None, where: str) -> tuple[str, str]:
+def load_dataset_split(ref: str, split: str) -> tuple[Dataset, str | None, str | None]:
+    """The raw Dataset of a split, plus the image/label columns a named dataset is known to use."""
+    opened = open_dataset(ref)
+    return opened.pick(split), opened.image_column, opened.label_column
+
+
+# -------------------------------------------------------------------------------------- labels
+def infer_columns(ds: Dataset, image_column: str | None, label_column: str | None, where: str) -> tuple[str, str]:
+    """The image and label column names: given, known, or found from the features; else name the flags."""
     from datasets import ClassLabel, Image
 
     cols = list(ds.features)
@@ -154,26 +242,54 @@ def _infer_columns(ds: Dataset, image_column: str | None, label_column: str | No
         if col is None or col not in cols:
             found = f"'{col}' not found" if col else "cannot infer it"
             raise UsageError(f"{where}: {kind} column: {found} (columns: {', '.join(cols)}); pass --{kind}-column NAME")
+    if not isinstance(ds.features[image_column], Image):
+        raise UsageError(f"{where}: column '{image_column}' does not hold images ({ds.features[image_column]}); "
+                         "pass --image-column NAME")
     return image_column, label_column  # type: ignore[return-value]
+
+
+def _class_names(splits: Sequence[Dataset], column: str, where: str) -> tuple[list[str], bool]:
+    """(class names, whether the column must be cast to them): ClassLabel, strings or integers."""
+    import pyarrow.compute as pc
+    from datasets import ClassLabel, Value
+
+    feature = splits[0].features[column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names), False
+    if isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
+        values: set[str] = set()
+        for ds in splits:
+            values.update(ds.unique(column))
+        return sorted(values), True
+    if isinstance(feature, Value) and "int" in feature.dtype:
+        top = max((pc.max(ds.data.column(column)).as_py() for ds in splits if len(ds)), default=None)
+        return [str(i) for i in range(int(top if top is not None else -1) + 1)], False
+    raise UsageError(f"{where}: label column '{column}' holds {feature}, not class labels; pass --label-column NAME")
 
 
 def load_split(
     ref: str, split: str = "train", image_column: str | None = None, label_column: str | None = None
 ) -> LabeledSplit:
     """Resolve any dataset reference (see module docstring) to a labelled split."""
+    return label_split(open_dataset(ref), split, image_column, label_column)
+
+
+def label_split(
+    opened: OpenedDataset, split: str, image_column: str | None = None, label_column: str | None = None
+) -> LabeledSplit:
+    """``load_split`` for an already opened dataset (``data show`` looks at several splits)."""
     from datasets import ClassLabel, Image
 
-    ds, known_image, known_label = load_dataset_split(ref, split)
-    img_col, lbl_col = _infer_columns(ds, image_column or known_image, label_column or known_label, ref)
+    ref = opened.name
+    ds = opened.pick(split)
+    img_col, lbl_col = infer_columns(ds, image_column or opened.image_column, label_column or opened.label_column, ref)
     if len(ds) == 0:
         raise UsageError(f"dataset '{ref}' split '{split}' is empty; pick another --split or check the files")
-    feature = ds.features[lbl_col]
-    if isinstance(feature, ClassLabel):
-        names = list(feature.names)
-    else:  # plain integer labels: classes 0..max
-        names = [str(i) for i in range(int(max(ds[lbl_col])) + 1)]
-    if not isinstance(ds.features[img_col], Image):
-        raise UsageError(f"{ref}: column '{img_col}' does not hold images; pass --image-column NAME")
+    same_labels = [s for s in opened.splits.values() if lbl_col in s.features and len(s)]
+    names, cast = _class_names([ds, *same_labels], lbl_col, ref)
+    if cast:
+        with quiet_datasets():
+            ds = ds.cast_column(lbl_col, ClassLabel(names=names))
     # decode ourselves (in DataLoader workers) so a corrupt file is reported by name
     ds = ds.cast_column(img_col, Image(decode=False))
     return LabeledSplit(ds, img_col, lbl_col, names, ref, split)
@@ -183,17 +299,40 @@ def subset(split: LabeledSplit, max_samples: int | None, seed: int = 0) -> Label
     """A fixed, seeded subset (same samples for the same seed), for smoke runs and quick experiments."""
     if not max_samples or max_samples >= len(split):
         return split
-    ds = split.dataset.shuffle(seed=seed).select(range(max_samples)).flatten_indices()
+    with quiet_datasets():
+        ds = split.dataset.shuffle(seed=seed).select(range(max_samples)).flatten_indices()
     return LabeledSplit(ds, split.image_column, split.label_column, split.class_names, split.name, split.split)
 
 
 # ------------------------------------------------------------------------------------ decoding
 class UnreadableImageError(DeitctlError):
-    pass
+    """A sample whose image cannot be decoded; the message names the file (or the split and index).
+
+    Raised inside a DataLoader worker, torch re-raises it in the main process as
+    ``UnreadableImageError("Caught UnreadableImageError in DataLoader worker process 0.\\nOriginal
+    Traceback …")``; the constructor keeps only our own message so the user still reads one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_unwrap_worker_message(message, type(self)))
 
 
-def decode_image(value: dict[str, Any], mode: str, index: Any = None):
-    """PIL image from a datasets ``Image(decode=False)`` value, converted to ``mode`` ("L" or "RGB")."""
+def _unwrap_worker_message(message: str, exc_type: type) -> str:
+    if not message.startswith("Caught ") or "Original Traceback" not in message:
+        return message
+    last = [line for line in message.splitlines() if line.strip()][-1]
+    for prefix in (f"{exc_type.__module__}.{exc_type.__qualname__}: ", f"{exc_type.__qualname__}: "):
+        if last.startswith(prefix):
+            return last[len(prefix) :]
+    return last
+
+
+def decode_image(value: dict[str, Any], mode: str | None, index: Any = None, where: str | None = None):
+    """PIL image from a datasets ``Image(decode=False)`` value, converted to ``mode`` ("L", "RGB"; None: as is).
+
+    ``index`` and ``where`` (e.g. ``"cifar10[train]"``) only name the sample in the error message;
+    embedded images (parquet, arrow, Hub) often have no file path of their own.
+    """
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -202,28 +341,49 @@ def decode_image(value: dict[str, Any], mode: str, index: Any = None):
     try:
         img = Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") else Image.open(path)
         img.load()
-        return img.convert(mode)
+        return img if mode in (None, img.mode) else img.convert(mode)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        name = path or f"sample #{index}"
+        sample = " of ".join(str(p) for p in (f"sample {index}" if index is not None else None, where) if p)
+        name = f"{path} ({sample})" if path and sample else path or sample or "a sample"
         raise UnreadableImageError(f"unreadable image {name} ({type(e).__name__}: {e}); "
                                    "remove or replace the file and run again") from None
 
 
-def with_transform(split: LabeledSplit, transform: Callable, channels: int) -> Dataset:
-    """The split as a map-style dataset yielding ``(tensor, label)``, transformed lazily in workers."""
-    mode = "L" if channels == 1 else "RGB"
-    img_col, lbl_col = split.image_column, split.label_column
+class TransformedSplit:
+    """A map-style dataset over a split yielding ``{"x": tensor, "y": int}``, decoded and augmented lazily.
 
-    def apply(batch: dict[str, list]) -> dict[str, list]:
-        return {
-            "x": [transform(decode_image(v, mode)) for v in batch[img_col]],
-            "y": [int(y) for y in batch[lbl_col]],
-        }
+    ``__getitems__`` (which torch's DataLoader calls with a whole batch of indices) reads the batch
+    from Arrow in one call instead of one call per sample.
+    """
 
-    return split.dataset.with_transform(apply, columns=[img_col, lbl_col])
+    def __init__(self, split: LabeledSplit, transform: Callable, channels: int) -> None:
+        self.dataset = split.dataset.select_columns([split.image_column, split.label_column])
+        self.image_column, self.label_column = split.image_column, split.label_column
+        self.where = f"{split.name}[{split.split}]"
+        self.transform = transform
+        self.mode = "L" if channels == 1 else "RGB"
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        rows = self.dataset[list(indices)]
+        return [
+            {"x": self.transform(decode_image(v, self.mode, i, self.where)), "y": int(y)}
+            for i, v, y in zip(indices, rows[self.image_column], rows[self.label_column], strict=True)
+        ]
+
+
+def with_transform(split: LabeledSplit, transform: Callable, channels: int) -> TransformedSplit:
+    """The split as a map-style dataset yielding ``{"x": tensor, "y": int}``, transformed lazily in workers."""
+    return TransformedSplit(split, transform, channels)
 
 
 def collate(batch: list[dict[str, Any]]):
+    """(images, labels) tensors from ``with_transform`` samples."""
     import torch
 
     return torch.stack([b["x"] for b in batch]), torch.tensor([b["y"] for b in batch], dtype=torch.long)

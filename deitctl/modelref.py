@@ -62,9 +62,14 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def _data_config(model: nn.Module) -> dict[str, Any]:
-    from timm.data import resolve_model_data_config
+    """Preprocessing the model expects *as built*: ``resolve_input_data_config`` follows a custom
+    ``img_size``/``in_chans`` (``resolve_model_data_config`` would answer the pretrained 3×224×224)."""
+    import logging
 
-    cfg = resolve_model_data_config(model)
+    from timm.data import resolve_input_data_config
+
+    logging.getLogger("timm").setLevel(logging.ERROR)  # "pretrained mean does not match 1 channels"
+    cfg = resolve_input_data_config(model)
     return {k: cfg[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation") if k in cfg}
 
 
@@ -167,7 +172,7 @@ def infer_deit(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
     return arch, args
 
 
-def load_pth(ref: str, num_classes: int | None = None, img_size: int | None = None) -> LoadedModel:
+def load_pth(ref: str, num_classes: int | None = None, img_size: int | None = None, **overrides: Any) -> LoadedModel:
     from deitctl.models import create_by_name, load_adapted
 
     arch, _, file = ref.rpartition(":") if re.match(r"^[\w.]+:", ref) else ("", "", ref)
@@ -182,7 +187,7 @@ def load_pth(ref: str, num_classes: int | None = None, img_size: int | None = No
         arch, args = infer_deit(state)
     size = img_size or args.pop("img_size", None)
     args["num_classes"] = num_classes or args.get("num_classes", 1000)
-    model = create_by_name(arch, img_size=size, **args)
+    model = create_by_name(arch, img_size=size, **args, **overrides)
     load_adapted(model, state)
     model.eval()
     return LoadedModel(model, arch.split(".")[0], str(path), None, _data_config(model), args, None)
@@ -197,32 +202,35 @@ def hub_download(repo: str) -> Path:
 
 
 def load_model(
-    ref: str, num_classes: int | None = None, img_size: int | None = None, ema: bool = False
+    ref: str, num_classes: int | None = None, img_size: int | None = None, ema: bool = False, **overrides: Any
 ) -> LoadedModel:
-    """Resolve any model reference (see module docstring) to an eval-mode model on the CPU."""
+    """Resolve any model reference (see module docstring) to an eval-mode model on the CPU.
+
+    ``overrides`` are extra ``timm.create_model`` arguments (e.g. ``drop_path_rate`` when fine-tuning).
+    """
     path = Path(ref)
     if path.is_dir():
         if not is_model_dir(path):
             raise UsageError(f"{path}: not a model or run directory (needs {CONFIG} and {WEIGHTS}); "
                              "train one with `deitctl train` or export one with `deitctl export`")
-        return load_model_dir(path, num_classes, img_size, ema)
+        return load_model_dir(path, num_classes, img_size, ema, **overrides)
     if ref.endswith((".pth", ".pt", ".bin")):
-        return load_pth(ref, num_classes, img_size)
+        return load_pth(ref, num_classes, img_size, **overrides)
     if _REPO_RE.match(ref) and not ref.startswith((".", "/")):
-        loaded = load_model_dir(hub_download(ref), num_classes, img_size, ema)
+        loaded = load_model_dir(hub_download(ref), num_classes, img_size, ema, **overrides)
         loaded.source = ref
         return loaded
-    return load_timm(ref, num_classes, img_size)
+    return load_timm(ref, num_classes, img_size, **overrides)
 
 
-def load_timm(ref: str, num_classes: int | None = None, img_size: int | None = None) -> LoadedModel:
+def load_timm(ref: str, num_classes: int | None = None, img_size: int | None = None, **overrides: Any) -> LoadedModel:
     """A timm name; ``arch.tag`` asks timm for published weights, which needs the Hub."""
     import timm
 
     from deitctl.models import check_arch, create_by_name
 
     arch = check_arch(ref)
-    kwargs: dict[str, Any] = {"num_classes": num_classes} if num_classes else {}
+    kwargs: dict[str, Any] = {"num_classes": num_classes, **overrides} if num_classes else dict(overrides)
     if "." not in ref:
         model = create_by_name(arch, img_size=img_size, **kwargs)
     else:

@@ -18,6 +18,7 @@ SMALL = 32  # at or below this size: no crop-resize, RandomCrop(padding=4) for t
 
 
 def train_transform(recipe: Recipe) -> Callable:
+    """The recipe's per-image training augmentation (Mixup/CutMix act per batch: ``make_mixup``)."""
     from timm.data import create_transform
 
     size, mean, std = recipe.img_size, _stats(recipe.mean, recipe.in_chans), _stats(recipe.std, recipe.in_chans)
@@ -59,7 +60,12 @@ def eval_transform(
     img_size: int, mean: Sequence[float], std: Sequence[float], in_chans: int, crop_pct: float = 0.875,
     interpolation: str = "bicubic",
 ) -> Callable:
-    """Resize the shorter side to size/crop_pct, center crop (at ≤ 32 px: just the size), normalize."""
+    """Resize the shorter side to size/crop_pct (bicubic), center crop ``img_size``, normalize.
+
+    At ≤ 32 px the authors do not resize at all (CIFAR at 32 px is fed as it is). We resize the
+    shorter side to ``img_size`` itself, which is a no-op for images already that size (torchvision
+    returns them untouched) and fits other sizes to what the model needs, then center crop.
+    """
     import math
 
     from torchvision import transforms as T
@@ -75,6 +81,7 @@ def eval_transform(
 
 
 def recipe_eval_transform(recipe: Recipe) -> Callable:
+    """The eval transform with the recipe's size, statistics, channels and crop ratio."""
     return eval_transform(recipe.img_size, recipe.mean, recipe.std, recipe.in_chans, recipe.eval_crop_pct)
 
 

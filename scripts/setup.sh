@@ -16,4 +16,4 @@ command -v uv >/dev/null || python3 -m pip install -q uv
 [ -x .venv/bin/python ] || uv venv -q .venv
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
-uv pip install -q -p .venv/bin/python -e "$spec"
+uv pip install -q --compile-bytecode -p .venv/bin/python -e "$spec"

@@ -1,0 +1,201 @@
+"""``deitctl bench``: the paper's Table 10 columns measured on this machine.
+
+Throughput is images per second of the eval-mode forward pass under ``inference_mode``: a few
+warm-up passes (autotuning, lazy init, ``torch.compile``), then ``repeats`` timed runs whose
+median we report, so one hiccup does not move the number. Each timed run repeats the forward
+until it lasts long enough for the clock to be meaningful (a batch of one takes microseconds).
+
+Peak memory: on a GPU, ``torch.cuda.max_memory_allocated`` (weights + activations, what the
+allocator handed out); on the CPU, the increase of the resident set over the run, sampled in a
+background thread (the weights were already resident, so this is the activations and workspace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from deitctl.errors import DeitctlError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+T = TypeVar("T")
+COLUMNS = ("batch_size", "precision", "img_per_s", "ms_per_batch", "peak_mem_mb", "params_m", "gmacs", "img_size")
+WARMUP = 2
+MIN_RUN_S = 0.1  # a timed run repeats the forward pass until it lasts at least this long
+
+
+def parse_list(text: str, kind: Callable[[str], T], option: str) -> list[T]:
+    """``"1,32"`` → ``[1, 32]``; a clear usage error for empty or malformed items."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [kind(t) for t in items]
+    except ValueError:
+        raise UsageError(f"{option}: expected a comma-separated list like 1,32 (got '{text}')") from None
+    if not values:
+        raise UsageError(f"{option}: give at least one value")
+    return values
+
+
+def load_for_bench(ref: str, img_size: int | None = None) -> nn.Module:
+    """A recipe's model (random weights: speed does not depend on them), or any model reference."""
+    from deitctl.recipes import is_recipe
+
+    if is_recipe(ref):
+        from deitctl.models import create_model
+        from deitctl.recipes import load_recipe
+
+        return create_model(load_recipe(ref), img_size=img_size)
+    from deitctl.modelref import load_model
+
+    return load_model(ref, img_size=img_size).model
+
+
+def run_bench(
+    ref: str,
+    batch_sizes: list[int],
+    precisions: list[str],
+    img_size: int | None = None,
+    compile_model: bool = False,
+    repeats: int = 5,
+    device: str | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (precision, batch size): img/s, ms per batch and peak memory, plus params and GMACs."""
+    import torch
+
+    from deitctl.evaluate import autocast
+    from deitctl.models import count_gmacs, count_params, input_size
+
+    if repeats < 1:
+        raise UsageError(f"--repeats must be at least 1 (got {repeats})")
+    if any(b < 1 for b in batch_sizes):
+        raise UsageError(f"--batch-sizes must be positive (got {', '.join(map(str, batch_sizes))})")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for p in precisions:  # refuse fp16-on-CPU and typos before any slow work
+        autocast(p, dev)
+    model = load_for_bench(ref, img_size).eval().to(dev)
+    channels, height, width = input_size(model)
+    height, width = (img_size, img_size) if img_size else (height, width)
+    common = {
+        "model": ref,
+        "params": count_params(model),
+        "params_m": round(count_params(model) / 1e6, 2),
+        "gmacs": round(count_gmacs(model, height, channels), 3),
+        "img_size": height,
+        "device": _device_name(dev),
+        "compile": compile_model,
+    }
+    forward = _compiled(model) if compile_model else model
+    rows = []
+    for precision in precisions:
+        for batch in batch_sizes:
+            x = torch.randn(batch, channels, height, width, device=dev)
+            with _peak_memory(dev) as peak:
+                seconds = time_forward(forward, x, lambda p=precision: autocast(p, dev), repeats, dev)
+            rows.append({"batch_size": batch, "precision": precision, "img_per_s": round(batch / seconds, 2),
+                         "ms_per_batch": round(seconds * 1e3, 3), "peak_mem_mb": round(peak(), 1), **common})
+    return rows
+
+
+def time_forward(
+    forward: Callable[[torch.Tensor], Any],
+    x: torch.Tensor,
+    amp: Callable[[], contextlib.AbstractContextManager],
+    repeats: int,
+    device: torch.device,
+) -> float:
+    """Median seconds per forward pass over ``repeats`` timed runs, after ``WARMUP`` untimed ones."""
+    import torch
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def run(iterations: int) -> float:
+        sync()
+        start = time.perf_counter()
+        with torch.inference_mode(), amp():
+            for _ in range(iterations):
+                forward(x)
+        sync()
+        return (time.perf_counter() - start) / iterations
+
+    try:
+        one = min(run(1) for _ in range(WARMUP))
+    except Exception as e:  # compile and backend failures surface at the first call
+        raise DeitctlError(f"the benchmark's first forward pass failed ({type(e).__name__}: {e}); "
+                           "try without --compile or with another --precision") from None
+    iterations = max(1, math.ceil(MIN_RUN_S / max(one, 1e-9)))
+    return statistics.median(run(iterations) for _ in range(repeats))
+
+
+def _compiled(model: nn.Module) -> Callable[[torch.Tensor], Any]:
+    import torch
+
+    try:
+        return torch.compile(model)
+    except Exception as e:
+        raise DeitctlError(f"torch.compile is unavailable here ({type(e).__name__}: {e}); run without --compile") from None
+
+
+def _device_name(device: torch.device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+@contextlib.contextmanager
+def _peak_memory(device: torch.device) -> Iterator[Callable[[], float]]:
+    """Yield a function giving the peak memory (MiB) of the block, once it has finished."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        yield lambda: torch.cuda.max_memory_allocated(device) / 2**20
+        return
+    sampler = _RssSampler()
+    with sampler:
+        yield lambda: sampler.increase / 2**20
+
+
+class _RssSampler:
+    """Polls the resident set size in a thread: the OS keeps no per-interval peak for us."""
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self.baseline = self.peak = 0
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __enter__(self) -> _RssSampler:
+        import gc
+
+        gc.collect()
+        self.baseline = self.peak = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    @property
+    def increase(self) -> int:
+        return max(0, self.peak - self.baseline)

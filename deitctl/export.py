@@ -1,0 +1,269 @@
+"""``deitctl export``: the same weights in the formats other tools read, each checked before it is kept.
+
+Every format is verified against the PyTorch model it came from, on the inputs a deployment sees:
+seeded random tensors, flat (constant) images, and real images (``--dataset``, else synthetic
+gradients/shapes) passed through the model's own eval preprocessing. An export whose outputs differ
+by more than ``--tolerance`` is an error, and nothing is written (the output is built in a
+temporary directory and only moved into place once every check passed).
+
+  * ``safetensors``: timm's own ``config.json`` + ``model.safetensors``; checked by rebuilding the
+    model with plain ``timm.create_model("local-dir:OUT", pretrained=True)``.
+  * ``onnx``: ``model.onnx`` (fixed resolution, dynamic batch, input ``pixel_values``, output
+    ``logits``; a distilled model exports the fused prediction, the mean of both heads) + the timm
+    ``config.json`` (labels, mean/std); checked with ONNX Runtime at two batch sizes.
+  * ``transformers``: see :mod:`deitctl.export_transformers`; checked with transformers when installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deitctl.atomic import atomic_dir
+from deitctl.console import log
+from deitctl.errors import DeitctlError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from deitctl.modelref import LoadedModel
+
+FORMATS = ("safetensors", "onnx", "transformers")
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 18  # the first opset torch's exporter implements natively (no version conversion)
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: str
+    files: list[str]
+    max_abs_diff: dict[str, float] = field(default_factory=dict)  # per input set
+    tolerance: float = 0.0
+    verified_with: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def export_model(
+    ref: str,
+    fmt: str,
+    out: Path,
+    ema: bool = False,
+    overwrite: bool = False,
+    tolerance: float = 1e-4,
+    dataset: str | None = None,
+    split: str = "test",
+) -> ExportResult:
+    """Load any model reference, write it as ``fmt`` into ``out`` and verify it; raise when it differs."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    if tolerance < 0:
+        raise UsageError(f"--tolerance must be >= 0 (got {tolerance})")
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} already exists; choose another --out or pass --overwrite")
+    from deitctl.modelref import load_model
+
+    loaded = load_model(ref, ema=ema)
+    inputs = parity_inputs(loaded, dataset, split)
+    writer = {"safetensors": _write_safetensors, "onnx": _write_onnx, "transformers": _write_transformers}[fmt]
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        candidate, verified_with = writer(loaded, tmp)
+        diffs = compare(loaded.model, candidate, inputs) if candidate else {}
+        check_parity(diffs, tolerance, fmt)
+        files = sorted(p.name for p in tmp.iterdir())
+    return ExportResult(fmt, str(out), files, diffs, tolerance, verified_with)
+
+
+# --------------------------------------------------------------------------------------- writers
+Runner = Callable[["torch.Tensor"], "torch.Tensor"]
+
+
+def _write_safetensors(loaded: LoadedModel, out: Path) -> tuple[Runner, str]:
+    import timm
+
+    from deitctl.modelref import save_model_dir
+
+    dc = loaded.data_config
+    save_model_dir(loaded.model, out, loaded.label_names, dc.get("mean"), dc.get("std"), dc.get("crop_pct"))
+    rebuilt = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    return rebuilt, f"timm {timm.__version__} (local-dir:)"
+
+
+def _write_onnx(loaded: LoadedModel, out: Path) -> tuple[Runner, str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UsageError("ONNX export needs onnx and onnxruntime: pip install 'deitctl[onnx]'") from None
+    import torch
+
+    model = exportable_copy(loaded.model)
+    c, h, w = _input_size(loaded)
+    example = torch.zeros(2, c, h, w)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with _quiet():
+        try:
+            program = torch.onnx.export(
+                model, (example,), None, input_names=["pixel_values"], output_names=["logits"],
+                opset_version=ONNX_OPSET, dynamo=True, verbose=False, dynamic_shapes=({0: batch},),
+            )
+        except Exception as e:  # the exporter raises many kinds; the message is what the user needs
+            raise DeitctlError(f"ONNX export of {loaded.arch} failed: {_first_line(e)}; "
+                               "re-run with --debug for details") from e
+        program.save(str(out / ONNX_FILE))
+    _write_config(loaded, out)
+    session = ort.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"pixel_values": x.numpy()})[0])
+
+    return run, f"onnxruntime {ort.__version__}"
+
+
+def _write_transformers(loaded: LoadedModel, out: Path) -> tuple[Runner | None, str]:
+    from deitctl.export_transformers import load_transformers, save_transformers
+
+    save_transformers(loaded, out)
+    model = load_transformers(out)
+    if model is None:
+        log("transformers is not installed: the export was written but not verified")
+        return None, ""
+    import transformers
+
+    return (lambda x: model(pixel_values=x).logits), f"transformers {transformers.__version__}"
+
+
+def _write_config(loaded: LoadedModel, out: Path) -> None:
+    """timm's config.json beside a non-timm file: label names and preprocessing travel with the model."""
+    from timm.models._hub import save_config_for_hf
+
+    dc = {k: loaded.data_config[k] for k in ("mean", "std", "crop_pct") if k in loaded.data_config}
+    model_config: dict[str, Any] = {"pretrained_cfg": {"tag": "deitctl", "license": "apache-2.0"}}
+    if loaded.label_names:
+        model_config["label_names"] = list(loaded.label_names)
+    save_config_for_hf(loaded.model, str(out / "config.json"), model_config=model_config, data_config=dc)
+
+
+def exportable_copy(model: nn.Module) -> nn.Module:
+    """A copy with timm's plain attention (what ``exportable=True`` selects): portable to every runtime."""
+    clone = copy.deepcopy(model).eval()
+    for module in clone.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
+    return clone
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter prints progress on stdout and logs warnings; keep stdout clean for ``--json``."""
+    import warnings
+
+    level = logging.getLogger("torch.onnx").level
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.getLogger("torch.onnx").setLevel(level)
+
+
+# ---------------------------------------------------------------------------------------- parity
+def _input_size(loaded: LoadedModel) -> tuple[int, int, int]:
+    from deitctl.models import input_size
+
+    return input_size(loaded.model)
+
+
+def parity_inputs(loaded: LoadedModel, dataset: str | None = None, split: str = "test", n: int = 8) -> dict[str, torch.Tensor]:
+    """Named input batches: random noise, flat images, and real (or realistic) preprocessed images."""
+    import torch
+
+    from deitctl.transforms import eval_transform
+
+    c, h, _ = _input_size(loaded)
+    dc = loaded.data_config
+    transform = eval_transform(h, dc.get("mean", (0.5,) * c), dc.get("std", (0.5,) * c), c,
+                               dc.get("crop_pct", 0.875), dc.get("interpolation", "bicubic"))
+    gen = torch.Generator().manual_seed(0)
+    images = _dataset_images(dataset, split, c, n) if dataset else _synthetic_images(n, h, c)
+    mode = "L" if c == 1 else "RGB"
+    flat = [_flat_image(v, h, mode) for v in (0, 128, 255)]
+    return {
+        "random": torch.randn(n, c, h, h, generator=gen),
+        "constant": torch.stack([transform(img) for img in flat]),
+        "dataset" if dataset else "synthetic": torch.stack([transform(img) for img in images]),
+    }
+
+
+def _flat_image(value: int, size: int, mode: str):
+    from PIL import Image
+
+    return Image.new(mode, (size, size), value if mode == "L" else (value,) * 3)
+
+
+def _synthetic_images(n: int, size: int, channels: int) -> list:
+    """Natural-looking test images (smooth gradients and shapes) without any dataset at hand."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    out = []
+    for i in range(n):
+        angle = rng.uniform(0, np.pi)
+        base = (np.cos(angle) * xx + np.sin(angle) * yy) * rng.uniform(80, 200)
+        arr = np.stack([base + rng.uniform(0, 55) for _ in range(3)], -1).clip(0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, "RGB")
+        draw = ImageDraw.Draw(img)
+        x0, y0 = rng.integers(0, size // 2, 2)
+        shape = draw.ellipse if i % 2 else draw.rectangle
+        shape([int(x0), int(y0), int(x0) + size // 3, int(y0) + size // 3], fill=tuple(rng.integers(0, 255, 3).tolist()))
+        out.append(img.convert("L" if channels == 1 else "RGB"))
+    return out
+
+
+def _dataset_images(dataset: str, split: str, channels: int, n: int) -> list:
+    from deitctl.data import decode_image, load_split, subset
+
+    part = subset(load_split(dataset, split), n)
+    mode = "L" if channels == 1 else "RGB"
+    return [decode_image(v, mode, i) for i, v in enumerate(part.dataset[part.image_column])]
+
+
+def compare(reference: nn.Module, candidate: Runner, inputs: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Max absolute logit difference per input set (each set also run one sample at a time: batch 1)."""
+    import torch
+
+    diffs: dict[str, float] = {}
+    with torch.no_grad():
+        for name, x in inputs.items():
+            want = reference(x)
+            got = torch.cat([candidate(x[:1]), candidate(x[1:])])  # two batch sizes: dynamic batch works
+            if got.shape != want.shape:
+                raise DeitctlError(f"exported model returns shape {tuple(got.shape)}, PyTorch {tuple(want.shape)}")
+            diffs[name] = float((got.float() - want.float()).abs().max())
+    return diffs
+
+
+def check_parity(diffs: dict[str, float], tolerance: float, fmt: str) -> None:
+    """Refuse an export that does not reproduce the model (the caller then leaves nothing on disk)."""
+    worst = max(diffs, key=diffs.__getitem__, default=None)
+    if worst is not None and (diffs[worst] > tolerance or diffs[worst] != diffs[worst]):
+        raise DeitctlError(
+            f"{fmt} export differs from PyTorch by {diffs[worst]:.3g} on {worst} inputs (--tolerance {tolerance:g}); "
+            "nothing was written — raise --tolerance if this difference is acceptable"
+        )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__

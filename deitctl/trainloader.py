@@ -1,0 +1,89 @@
+"""The training DataLoader: sample order from the sampler, augmentation randomness from the sample.
+
+Each sample's augmentation is seeded by (seed, epoch, index) — not by worker id or position in the
+stream — so a run resumed mid-epoch, or run with another number of workers or processes, sees
+exactly the same augmented images as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class SeededDataset(Dataset):
+    """Wraps a transformed dataset; indexed by ``(epoch, index)`` keys from :class:`EpochSampler`."""
+
+    def __init__(self, dataset: Any, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        sample_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
+        if torch.utils.data.get_worker_info() is not None:  # a worker process: its RNG is ours to set
+            _seed_all(sample_seed)
+            return self.dataset[index]
+        with _preserved_rng():  # the main process: leave the training RNG untouched
+            _seed_all(sample_seed)
+            return self.dataset[index]
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.default_generator.manual_seed(seed)  # not torch.manual_seed: that queues CUDA seeding per call
+
+
+class _preserved_rng:
+    def __enter__(self) -> None:
+        self.state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+
+    def __exit__(self, *exc: object) -> None:
+        random.setstate(self.state[0])
+        np.random.set_state(self.state[1])
+        torch.set_rng_state(self.state[2])
+
+
+class EpochSampler(Sampler):
+    """Tags the indices of an epoch-aware sampler with the epoch, and can skip a prefix (resume)."""
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler, self.epoch, self.skip = sampler, 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler) - self.skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in itertools.islice(iter(self.sampler), self.skip, None):
+            yield self.epoch, int(index)
+
+
+def build_train_loader(dataset: Any, sampler: Any, batch_size: int, num_workers: int, seed: int,
+                       collate_fn: Any, pin_memory: bool = False) -> tuple[DataLoader, EpochSampler]:
+    epoch_sampler = EpochSampler(sampler)
+    loader = DataLoader(
+        SeededDataset(dataset, seed),
+        batch_size=batch_size,
+        sampler=epoch_sampler,
+        drop_last=True,  # Mixup needs even batches, and every step sees a full batch
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+        collate_fn=collate_fn,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),  # never draw from the training RNG
+    )
+    return loader, epoch_sampler

@@ -1,0 +1,303 @@
+"""Data: every source format, bad input as one clear line, the transforms, Mixup, and `deitctl data show`."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from conftest import CLASSES, make_dataset_dict, make_images
+
+from deitctl import data
+from deitctl.errors import DeitctlError, UsageError
+
+
+# ------------------------------------------------------------------------------------- helpers
+def image_tree(root: Path, per_class: int = 3, corrupt: str | None = None) -> Path:
+    """``root/{train,test}/{class}/*.png|jpg`` with real images; ``corrupt`` names a garbage file."""
+    for split, seed in (("train", 0), ("test", 1)):
+        images, labels = make_images(per_class * 2, size=20, channels=3, num_classes=2, seed=seed)
+        for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+            folder = root / split / ("cat", "dog")[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            img.save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+    if corrupt:
+        (root / "train" / "cat" / corrupt).write_bytes(b"this is not an image")
+    return root
+
+
+def labels_of(split: data.LabeledSplit) -> list[int]:
+    return list(split.dataset[split.label_column])
+
+
+def first_tensor(split: data.LabeledSplit, size: int = 16):
+    from torchvision import transforms as T
+
+    return data.with_transform(split, T.Compose([T.Resize((size, size)), T.ToTensor()]), 1)[0]
+
+
+# ------------------------------------------------------------------------------------- sources
+def test_save_to_disk_directory(tiny_data):
+    train, test = data.load_split(str(tiny_data), "train"), data.load_split(str(tiny_data), "test")
+    assert (len(train), len(test)) == (64, 32)
+    assert train.class_names == CLASSES and (train.image_column, train.label_column) == ("image", "label")
+    assert labels_of(train)[:5] == [0, 1, 2, 3, 0]
+    sample = first_tensor(train)
+    assert sample["x"].shape == (1, 16, 16) and sample["y"] == 0
+    assert data.load_split(str(tiny_data), "validation").split == "validation"  # alias: test
+
+
+def test_image_folder_tree_of_png_and_jpeg(tmp_path):
+    root = image_tree(tmp_path / "pets")
+    train = data.load_split(str(root), "train")
+    assert len(train) == 6 and train.class_names == ["cat", "dog"]
+    assert len(data.load_split(str(root), "test")) == 6
+    assert first_tensor(train)["x"].shape == (1, 16, 16)
+
+
+def test_parquet_files_keep_class_names_and_splits(tmp_path):
+    for split, ds in make_dataset_dict(8, 4).items():
+        ds.to_parquet(str(tmp_path / f"{split}-00000-of-00001.parquet"))
+    train, test = data.load_split(str(tmp_path), "train"), data.load_split(str(tmp_path), "test")
+    assert (len(train), len(test), train.class_names) == (8, 4, CLASSES)
+    assert first_tensor(test)["y"] == 0
+    assert len(data.load_split(str(tmp_path / "train-00000-of-00001.parquet"))) == 8  # a single file
+
+
+def test_arrow_files_split_by_folder(tmp_path, tiny_data):
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        for f in (tiny_data / split).glob("*.arrow"):
+            (tmp_path / split / f.name).write_bytes(f.read_bytes())
+    assert len(data.load_split(str(tmp_path), "test")) == 32
+
+
+def test_string_and_integer_labels_give_the_same_classes_in_every_split(tmp_path):
+    from datasets import Dataset, DatasetDict, Features, Image, Value
+
+    images, _ = make_images(6)
+    feats = Features({"image": Image(), "animal": Value("string"), "label": Value("int64")})
+    dd = DatasetDict({
+        "train": Dataset.from_dict({"image": images[:4], "animal": ["dog", "cat", "eel", "cat"],
+                                    "label": [0, 1, 0, 1]}, features=feats),
+        "test": Dataset.from_dict({"image": images[4:], "animal": ["eel", "eel"], "label": [4, 0]}, features=feats),
+    })
+    dd.save_to_disk(str(tmp_path / "d"))
+    test = data.load_split(str(tmp_path / "d"), "test", label_column="animal")
+    assert test.class_names == ["cat", "dog", "eel"] and labels_of(test) == [2, 2]
+    train = data.load_split(str(tmp_path / "d"), "train")  # integer labels: 0..max over all splits
+    assert train.class_names == ["0", "1", "2", "3", "4"]
+
+
+def write_idx(path: Path, array) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.tobytes()))
+
+
+def test_fashion_mnist_idx_conversion(tmp_path, monkeypatch):
+    import numpy as np
+
+    from deitctl import fashion_mnist
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 5), ("t10k", 3)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28), dtype=np.uint8))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8))
+    assert fashion_mnist.idx_available(tmp_path)
+    expected = fashion_mnist.read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+    monkeypatch.setenv("DEITCTL_CACHE", str(tmp_path / "cache"))
+    built = fashion_mnist.build(tmp_path)
+    assert {k: len(v) for k, v in built.items()} == {"train": 5, "test": 3}
+    assert built["train"].features["label"].names[9] == "Ankle boot"
+    assert np.array_equal(np.asarray(built["train"][2]["image"]), expected[2])
+
+
+@pytest.mark.skipif(not __import__("deitctl.fashion_mnist").fashion_mnist.idx_available(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist():
+    train = data.load_split("fashion-mnist", "train")
+    assert len(train) == 60_000 and len(data.load_split("fashion-mnist", "test")) == 10_000
+    assert train.class_names[0] == "T-shirt/top" and train.num_classes == 10
+    assert first_tensor(train, 28)["x"].shape == (1, 28, 28)
+
+
+@pytest.mark.parametrize(("name", "column", "names"), [("cifar100", "fine_label", ["apple", "aquarium_fish"]),
+                                                       ("cifar100-coarse", "coarse_label", ["aquatic_mammals", "fish"])])
+def test_cifar100_fine_labels_unless_coarse_is_asked(monkeypatch, name, column, names):
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    images, _ = make_images(2)
+    feats = Features({"img": Image(), "fine_label": ClassLabel(names=["apple", "aquarium_fish"]),
+                      "coarse_label": ClassLabel(names=["aquatic_mammals", "fish"])})
+    fake = Dataset.from_dict({"img": images, "fine_label": [0, 1], "coarse_label": [1, 0]}, features=feats)
+    seen = []
+    monkeypatch.setattr(data, "_load_hub", lambda hub_id, ref: seen.append(hub_id) or {"train": fake})
+    split = data.load_split(name, "train")
+    assert seen == ["uoft-cs/cifar100"] and (split.image_column, split.label_column) == ("img", column)
+    assert split.class_names == names
+
+
+# ----------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("ref", ["uoft-cs/cifar10", "cifar10", "somebody/not-cached"])
+def test_hub_dataset_not_cached_offline_is_one_clear_line(cli, ref):
+    with pytest.raises(DeitctlError) as e:
+        data.load_split(ref, "train")
+    msg = str(e.value)
+    assert "\n" not in msg and "not in the local datasets cache" in msg and "image folder, parquet" in msg
+    code, _, err = cli("data", "show", ref)
+    assert code == 1 and err.startswith("error: dataset ")
+
+
+def test_unknown_name_suggests(cli):
+    with pytest.raises(UsageError, match=r"unknown dataset 'fashion_mnist' \(did you mean: fashion-mnist"):
+        data.load_split("fashion_mnist")
+    assert cli("data", "show", "cifar-10")[0] == 2
+
+
+def test_missing_columns_name_them_and_the_flags(tmp_path):
+    from datasets import Dataset, Features, Image, Value
+
+    images, labels = make_images(4)
+    feats = Features({"pic": Image(), "kind": Value("int64")})
+    Dataset.from_dict({"pic": images, "kind": labels}, features=feats).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(UsageError, match=r"label column: cannot infer it \(columns: pic, kind\); pass --label-column"):
+        data.load_split(str(tmp_path / "d"))
+    with pytest.raises(UsageError, match=r"image column: 'photo' not found .*; pass --image-column NAME"):
+        data.load_split(str(tmp_path / "d"), image_column="photo", label_column="kind")
+    with pytest.raises(UsageError, match=r"column 'kind' does not hold images"):
+        data.load_split(str(tmp_path / "d"), image_column="kind", label_column="kind")
+    assert data.load_split(str(tmp_path / "d"), label_column="kind").class_names == ["0", "1", "2", "3"]
+
+
+def test_missing_split_lists_the_available_ones(tiny_data):
+    with pytest.raises(UsageError, match=r"no split 'holdout' \(available: train, test\); pass --split"):
+        data.load_split(str(tiny_data), "holdout")
+
+
+def test_empty_split_and_empty_or_missing_paths(tmp_path):
+    from datasets import Dataset
+
+    dd = make_dataset_dict(4, 1)
+    dd["test"] = dd["test"].select([])
+    dd.save_to_disk(str(tmp_path / "d"))
+    dd["train"].to_parquet(str(tmp_path / "p" / "train.parquet"))
+    dd["test"].to_parquet(str(tmp_path / "p" / "test.parquet"))
+    for where in ("d", "p"):  # datasets itself refuses to load either: the message still says which split
+        with pytest.raises(UsageError, match=f"{tmp_path / where}: split 'test' is empty"):
+            data.load_split(str(tmp_path / where), "train")
+    monkeypatch_free = data.OpenedDataset({"test": dd["test"]}, None, None, "mem")
+    with pytest.raises(UsageError, match="dataset 'mem' split 'test' is empty"):
+        data.label_split(monkeypatch_free, "test")
+    assert isinstance(dd["test"], Dataset)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no images, parquet or arrow files found"):
+        data.load_split(str(tmp_path / "empty"))
+    with pytest.raises(UsageError, match="no such file or directory"):
+        data.load_split(str(tmp_path / "nope"))
+
+
+def test_corrupt_image_in_a_worker_fails_with_the_file_named(tmp_path):
+    from torch.utils.data import DataLoader
+    from torchvision import transforms as T
+
+    split = data.load_split(str(image_tree(tmp_path / "pets", corrupt="broken.png")), "train")
+    ds = data.with_transform(split, T.Compose([T.Resize((8, 8)), T.ToTensor()]), 3)
+    loader = DataLoader(ds, batch_size=4, num_workers=1, collate_fn=data.collate)
+    with pytest.raises(data.UnreadableImageError) as e:
+        list(loader)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"unreadable image {tmp_path}/pets/train/cat/broken.png")
+    assert "remove or replace the file" in msg
+
+
+def test_corrupt_embedded_image_names_the_sample():
+    with pytest.raises(data.UnreadableImageError, match=r"unreadable image sample 7 of cifar10\[train\]"):
+        data.decode_image({"bytes": b"junk", "path": None}, "RGB", 7, "cifar10[train]")
+
+
+# ---------------------------------------------------------------------------------- transforms
+def recipe(*sets: str):
+    from deitctl.recipes import load_recipe
+
+    return load_recipe("fashion-deit-ti", ["reprob=0", *sets])
+
+
+def constant_image(value: int, size: int, channels: int):
+    from PIL import Image
+
+    return Image.new("L" if channels == 1 else "RGB", (size, size), value if channels == 1 else (value,) * 3)
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 32), (1, 48), (3, 64)])
+def test_eval_and_train_transforms_shapes_and_normalisation(channels, size):
+    import torch
+
+    from deitctl.transforms import recipe_eval_transform, train_transform
+
+    r = recipe(f"in_chans={channels}", f"img_size={size}", "mean=[0.5]", "std=[0.25]")
+    img = constant_image(204, size + 7, channels)  # 0.8 → (0.8 - 0.5) / 0.25 = 1.2
+    x = recipe_eval_transform(r)(img)
+    assert x.shape == (channels, size, size) and torch.allclose(x, torch.full_like(x, 1.2), atol=1e-3)
+    x = train_transform(r)(img)  # padding (≤ 32 px) and colour jitter (> 32 px) move some values
+    assert x.shape == (channels, size, size) and -2 <= x.min() and x.max() <= 2 and x.median() > 1.1
+
+
+def test_eval_transform_small_images_are_not_resized_large_ones_are():
+    import numpy as np
+    import torch
+
+    from deitctl.transforms import eval_transform
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    x = eval_transform(28, (0.0,), (1.0,), 1)(constant_image(0, 28, 1).__class__.fromarray(small, "L"))
+    assert torch.equal(x[0], torch.from_numpy(small).float() / 255)
+    big = np.zeros((64, 64), dtype=np.uint8)
+    big[:4] = 255  # a bright band at the top: cropped away after resizing to 64 / 0.875 = 73
+    x = eval_transform(64, (0.0,), (1.0,), 1)(constant_image(0, 64, 1).__class__.fromarray(big, "L"))
+    assert x.shape == (1, 64, 64) and x[0, 0].max() < 0.2
+
+
+def test_mixup_yields_soft_targets_with_label_smoothing():
+    import torch
+
+    from deitctl.transforms import make_mixup
+
+    assert make_mixup(recipe("mixup=0", "cutmix=0"), 4) is None
+    x, y = torch.rand(8, 1, 16, 16), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    plain = make_mixup(recipe("mixup=0.8", "cutmix=1.0", "mixup_prob=0", "label_smoothing=0.1"), 4)
+    _, t = plain(x.clone(), y)
+    assert torch.allclose(t, torch.nn.functional.one_hot(y, 4) * 0.9 + 0.025)
+    torch.manual_seed(0)
+    mixed = make_mixup(recipe("mixup=0.8", "cutmix=1.0", "label_smoothing=0.1"), 4)
+    _, t = mixed(x.clone(), y)
+    assert t.shape == (8, 4) and torch.allclose(t.sum(1), torch.ones(8))
+    assert t.min() >= 0.025 - 1e-6 and t.max() <= 0.925 + 1e-6
+    assert ((t > 0.03).sum(1) == 2).all()  # every row mixes its class with the flipped batch's
+
+
+# ----------------------------------------------------------------------------------- data show
+def test_data_show_json_and_table(cli, tiny_data):
+    code, out, _ = cli("data", "show", tiny_data, "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["splits"] == {"train": 64, "test": 32}
+    assert (summary["num_classes"], summary["class_names"]) == (4, CLASSES)
+    assert (summary["image_column"], summary["label_column"], summary["columns"]) == ("image", "label",
+                                                                                      ["image", "label"])
+    assert summary["first_image"] == {"width": 16, "height": 16, "mode": "L"}
+    code, out, _ = cli("data", "show", tiny_data, "--split", "test")
+    assert code == 0 and "classes (4): zero, one, two, three" in out and "train" not in out.split("classes")[0]
+
+
+def test_data_show_grid_png(cli, tiny_rgb_data, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "mix.yaml").write_text("base: fashion-deit-ti\nin_chans: 3\nimg_size: 32\nmixup: 0.8\ncutmix: 1.0\n")
+    out = tmp_path / "plots" / "grid.png"
+    code, stdout, _ = cli("data", "show", tiny_rgb_data, "--grid", out, "--recipe", tmp_path / "mix.yaml", "--json")
+    assert code == 0 and json.loads(stdout)["grid"] == str(out)
+    with Image.open(out) as png:
+        assert png.format == "PNG" and png.width > 300
+    assert [p.name for p in out.parent.iterdir()] == ["grid.png"]  # written atomically, no temp left
