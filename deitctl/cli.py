@@ -242,15 +242,16 @@ def export(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Export a model: timm-loadable safetensors, ONNX or transformers, each parity-checked against PyTorch."""
-    from deitctl.console import emit_json, print_table
+    from deitctl.console import emit_json, log, print_table
     from deitctl.export import export_model
 
     result = export_model(model, fmt, out, ema, overwrite, tolerance, dataset, split)
     if as_json:
         emit_json(result.as_dict())
         return
-    rows = [{"inputs": k, "max_abs_diff": v, "tolerance": result.tolerance} for k, v in result.max_abs_diff.items()]
-    print_table(rows, title=f"{result.format} export → {result.path} (checked with {result.verified_with or 'nothing'})")
+    log(f"{result.format} export written to {result.path} ({', '.join(result.files)}); "
+        f"checked with {result.verified_with or 'nothing'}")
+    print_table([{"inputs": k, "max_abs_diff": v, "tolerance": result.tolerance} for k, v in result.max_abs_diff.items()])
 
 
 @app.command()

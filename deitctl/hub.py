@@ -42,6 +42,8 @@ DEFAULT_BRANCH = "main"
 REQUIRED = ("config.json", "model.safetensors")
 OPTIONAL = ("README.md",)
 _REPO_ID = re.compile(r"^(?!.*\.\.)[\w][\w.-]*/[\w][\w.-]*$")
+_REVISION = re.compile(r"^(?!.*\.\.)[\w][\w./-]*$")  # branch, tag or commit; never a path out of the cache
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass
@@ -108,7 +110,7 @@ def git_blob_id(path: Path) -> str:
 def parse_repo(ref: str) -> tuple[str, str | None]:
     """``org/name[@revision]`` → (repo id, revision or None), refusing anything that is not one."""
     repo_id, _, revision = ref.partition("@")
-    if not _REPO_ID.match(repo_id) or (ref.endswith("@")):
+    if not _REPO_ID.match(repo_id) or (ref.endswith("@")) or (revision and not _REVISION.match(revision)):
         raise UsageError(f"'{ref}' is not a repo id; write it as org/name or org/name@revision")
     return repo_id, revision or None
 
@@ -169,7 +171,7 @@ def _snapshot_or_cached(remote: Remote, repo_cache: Path, repo_id: str, revision
 
     ref_file = repo_cache / "refs" / (revision or DEFAULT_BRANCH).replace("/", "--")
     cached = repo_cache / ref_file.read_text().strip() if ref_file.is_file() else None
-    if revision and (repo_cache / revision).is_dir():
+    if revision and _COMMIT.match(revision) and (repo_cache / revision).is_dir():
         cached = repo_cache / revision  # a commit id pulled before: immutable, no need to ask
     offline = constants.is_offline_mode() and remote.needs_network
     if cached is not None and cached.is_dir() and (offline or cached.name == revision):
@@ -203,9 +205,21 @@ def _download_verified(remote: Remote, snapshot: Snapshot, final: Path) -> None:
             remote.fetch(snapshot, name, tmp / name)
             _verify(snapshot, name, tmp / name)
             bar.update(task, advance=snapshot.files[name].size or 0)
-        from deitctl.modelref import load_model_dir
+        _check_loads(tmp, f"{snapshot.repo_id}@{snapshot.commit[:12]}")
 
-        load_model_dir(tmp)  # raises "config does not match weights (...)" for an inconsistent repo
+
+def _check_loads(path: Path, name: str) -> None:
+    """Rebuild the model from its config: a repo whose weights do not fit it is refused, naming the tensor."""
+    from safetensors import SafetensorError
+
+    from deitctl.modelref import load_model_dir
+
+    try:
+        load_model_dir(path)
+    except DeitctlError as e:
+        raise type(e)(str(e).replace(str(path), name) + "; nothing was kept") from None
+    except SafetensorError as e:
+        raise DeitctlError(f"{name}: model.safetensors is not a readable safetensors file ({e}); nothing was kept") from None
 
 
 def _verify(snapshot: Snapshot, name: str, path: Path) -> None:
@@ -244,6 +258,8 @@ def push_model(
     repo_id, at = parse_repo(repo_id)
     if at:
         raise UsageError(f"write the branch as --revision {at}, not {repo_id}@{at}")
+    if revision and not _REVISION.match(revision):
+        raise UsageError(f"--revision '{revision}' is not a branch name (letters, digits, . _ - /)")
     if not is_model_dir(source):
         raise UsageError(f"{source}: not a model or run directory (needs {CONFIG} and {WEIGHTS}); nothing was pushed")
     loaded = load_model_dir(source)  # refuses a config that does not fit the weights, before any upload

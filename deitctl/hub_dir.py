@@ -91,6 +91,8 @@ class DirRemote:
     ) -> CommitResult:
         repo = self.root / repo_id
         branch = revision or DEFAULT_BRANCH
+        if "/" in branch:
+            raise UsageError(f"--revision '{branch}': a directory hub keeps flat branch names (no '/')")
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "commits").mkdir(exist_ok=True)
         if not (repo / "repo.json").is_file():

@@ -72,7 +72,9 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
 
     recipe, run_dir, resume_from = resolve_run(recipe_ref, opts)
     precision = resolve_precision(recipe.precision)
-    accel = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=opts.cpu)
+    _fresh_accelerate_state()
+    cpu = opts.cpu or not torch.cuda.is_available()  # accelerate only forms a CPU process group when told
+    accel = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=cpu)
     world, rank, main = accel.num_processes, accel.process_index, accel.is_main_process
     micro, accum = batch_plan(recipe.batch_size, world, opts.per_device_batch)
     peak_lr = recipe.effective_lr
@@ -248,6 +250,17 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
     accel.wait_for_everyone()
     accel.end_training()
     return summary
+
+
+def _fresh_accelerate_state() -> None:
+    """Let each run in one Python process pick its own precision (accelerate keeps a singleton).
+
+    The process-group part (``PartialState``) is kept: it belongs to the launcher, not to the run.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:

@@ -23,8 +23,8 @@ def train_transform(recipe: Recipe) -> Callable:
 
     size, mean, std = recipe.img_size, _stats(recipe.mean, recipe.in_chans), _stats(recipe.std, recipe.in_chans)
     if size <= SMALL:
-        return _small_train(recipe, mean, std)
-    return create_transform(
+        return _pillow_safe(_small_train(recipe, mean, std))
+    return _pillow_safe(create_transform(
         input_size=(recipe.in_chans, size, size),
         is_training=True,
         auto_augment=recipe.rand_augment,
@@ -35,7 +35,35 @@ def train_transform(recipe: Recipe) -> Callable:
         re_count=recipe.recount,
         mean=mean,
         std=std,
-    )
+    ))
+
+
+def _posterize(img: Any, bits_to_keep: int, **_: Any) -> Any:
+    """timm's posterize, keeping its meaning for 0 bits (a black image) that Pillow ≥ 12 rejects."""
+    from PIL import ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _pillow_safe(transform: Any) -> Any:
+    """Swap our ``_posterize`` into timm's RandAugment/AutoAugment ops.
+
+    timm draws Posterize with 0 bits to keep (level 10 of "PosterizeIncreasing", which the DeiT
+    recipe's ``rand-m9-mstd0.5-inc1`` reaches about 2% of the time, and low levels of "Posterize");
+    current Pillow raises ValueError there, which would crash a training run at a random step.
+    """
+    from timm.data import auto_augment
+
+    for step in getattr(transform, "transforms", [transform]):
+        groups = [getattr(step, "ops", None) or [], *(getattr(step, "policy", None) or [])]
+        for op in (o for group in groups for o in (group if isinstance(group, list) else [group])):
+            if getattr(op, "aug_fn", None) is auto_augment.posterize:
+                op.aug_fn = _posterize
+    return transform
 
 
 def _small_train(recipe: Recipe, mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:

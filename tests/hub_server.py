@@ -40,6 +40,7 @@ class HubState:
     repos: dict[str, Repo] = field(default_factory=dict)
     lfs: dict[str, bytes] = field(default_factory=dict)  # sha256 -> content
     commits_made: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (repo, commit, paths)
+    tampered: dict[tuple[str, str], bytes] = field(default_factory=dict)  # (commit, path) -> bytes served instead
     requests: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,9 +55,9 @@ class HubState:
         return commit
 
     def corrupt(self, repo_id: str, path: str, data: bytes, revision: str = "main") -> None:
-        """Replace a file's bytes in place, keeping the checksum the hub reports (a damaged store)."""
+        """Serve other bytes for a file while still reporting the original checksum (a damaged store)."""
         repo = self.repos[repo_id]
-        repo.commits[repo.branches.get(revision, revision)][path] = data
+        self.tampered[(repo.branches.get(revision, revision), path)] = data
 
 
 class HubError(Exception):
@@ -272,7 +273,7 @@ class Handler(BaseHTTPRequestHandler):
         commit, files = self._files(repo, rev)
         if file not in files:
             raise HubError(404, "EntryNotFound", f"{file} does not exist on {rev}")
-        content = files[file]
+        content = self.state.tampered.get((commit, file), files[file])
         lfs = file.endswith(LFS_SUFFIXES)
         etag = hashlib.sha256(content).hexdigest() if lfs else git_oid(content)
         headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}

@@ -1,0 +1,111 @@
+"""deitctl export: every format reproduces the PyTorch model, checked here independently of export.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import CLASSES, make_tiny_model
+
+
+def batch(n: int = 5, seed: int = 0):
+    import torch
+
+    return torch.randn(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def fused_reference(distilled: bool, x):
+    """What the exported model must compute: for a distilled DeiT, the mean of both heads' logits."""
+    import torch
+
+    model = make_tiny_model(distilled).eval()
+    with torch.no_grad():
+        if not distilled:
+            return model(x)
+        tokens = model.forward_features(x)
+        return (model.head(tokens[:, 0]) + model.head_dist(tokens[:, 1])) / 2
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "distilled"])
+def model_dir(request, tiny_model_dir, tiny_distilled_dir) -> tuple[bool, Path]:
+    return request.param, tiny_distilled_dir if request.param else tiny_model_dir
+
+
+def test_safetensors_export_loads_in_plain_timm(cli, model_dir, tmp_path):
+    import timm
+    import torch
+
+    distilled, src = model_dir
+    out = tmp_path / "st"
+    code, stdout, err = cli("export", src, "--format", "safetensors", "--out", out, "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["files"] == ["config.json", "model.safetensors"] and max(result["max_abs_diff"].values()) < 1e-6
+    config = json.loads((out / "config.json").read_text())
+    assert config["label_names"] == CLASSES and config["num_classes"] == 4
+    assert config["model_args"]["depth"] == 2 and config["model_args"]["in_chans"] == 1
+    assert config["pretrained_cfg"]["input_size"] == [1, 16, 16] and config["pretrained_cfg"]["mean"] == [0.5]
+    rebuilt = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    with torch.no_grad():
+        assert (rebuilt(batch()) - fused_reference(distilled, batch())).abs().max().item() < 1e-6
+
+
+def test_onnx_export_matches_pytorch_with_dynamic_batch(cli, tiny_distilled_dir, tiny_data, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    out = tmp_path / "onnx"
+    code, stdout, err = cli("export", tiny_distilled_dir, "--format", "onnx", "--out", out,
+                            "--dataset", tiny_data, "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert set(result["max_abs_diff"]) == {"random", "constant", "dataset"}
+    assert max(result["max_abs_diff"].values()) < 1e-4 and result["verified_with"].startswith("onnxruntime")
+    graph = onnx.load(str(out / "model.onnx")).graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 16, 16]  # dynamic batch, fixed size
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    for n in (1, 7):
+        got = session.run(None, {"pixel_values": batch(n).numpy()})[0]
+        want = fused_reference(True, batch(n)).numpy()
+        assert got.shape == (n, 4) and abs(got - want).max() < 1e-5
+    assert json.loads((out / "config.json").read_text())["label_names"] == CLASSES
+
+
+def test_onnx_parity_failure_leaves_nothing(cli, tiny_model_dir, tmp_path):
+    out = tmp_path / "exports" / "onnx"
+    code, _, err = cli("export", tiny_model_dir, "--format", "onnx", "--out", out, "--tolerance", "1e-12")
+    assert code == 1 and "onnx export differs from PyTorch by" in err and "nothing was written" in err
+    assert not out.exists() and list((tmp_path / "exports").iterdir()) == []  # no temp dir left either
+
+
+def test_transformers_export_matches_logits(cli, model_dir, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    distilled, src = model_dir
+    out = tmp_path / "hf"
+    code, stdout, err = cli("export", src, "--format", "transformers", "--out", out, "--json")
+    assert code == 0, err
+    assert max(json.loads(stdout)["max_abs_diff"].values()) < 1e-5
+    config = json.loads((out / "config.json").read_text())
+    assert config["layer_norm_eps"] == 1e-6 and config["id2label"]["2"] == "two"
+    assert config["model_type"] == ("deit" if distilled else "vit")
+    transformers.utils.logging.set_verbosity_error()
+    model = transformers.AutoModelForImageClassification.from_pretrained(str(out)).eval()
+    expected = "DeiTForImageClassificationWithTeacher" if distilled else "ViTForImageClassification"
+    assert type(model).__name__ == expected
+    with torch.no_grad():
+        logits = model(pixel_values=batch()).logits
+    assert (logits - fused_reference(distilled, batch())).abs().max().item() < 1e-5
+
+
+def test_export_rejects_bad_input(cli, tiny_model_dir, tmp_path):
+    code, _, err = cli("export", tiny_model_dir, "--format", "tflite", "--out", tmp_path / "x")
+    assert code == 2 and "unknown export format 'tflite'" in err
+    (tmp_path / "taken").mkdir()
+    code, _, err = cli("export", tiny_model_dir, "--out", tmp_path / "taken")
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    code, _, err = cli("export", tiny_model_dir, "--format", "onnx", "--out", tmp_path / "y", "--tolerance", "-1")
+    assert code == 2 and "--tolerance must be >= 0" in err

@@ -1,0 +1,170 @@
+"""Training end to end on the CPU: learning, the run directory, resume to the step, several processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+TINY = ["--set", "model_args.depth=2", "--set", "model_args.embed_dim=32", "--set", "model_args.num_heads=2",
+        "--set", "num_workers=0", "--set", "precision=fp32"]
+# the synthetic quadrant data of conftest: 16 px, 1 channel, 4 classes
+QUAD = [*TINY, "--set", "img_size=16", "--set", "num_classes=4", "--set", "reprob=0", "--set", "drop_path=0",
+        "--set", "warmup_epochs=0.5", "--set", "lr=0.01"]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        if atol:
+            assert torch.allclose(wa[k], wb[k], atol=atol), (k, (wa[k] - wb[k]).abs().max())
+        else:
+            assert torch.equal(wa[k], wb[k]), (k, (wa[k] - wb[k]).abs().max())
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_loss_decreases_on_fashion_mnist(cli, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = cli("train", "fashion-deit-ti", "--out", out, *TINY, "--epochs", "3", "--batch-size", "64",
+                            "--set", "lr=0.016", "--set", "warmup_epochs=0", "--set", "reprob=0",
+                            "--max-train-samples", "512", "--max-eval-samples", "200", "--json")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.05
+    assert rows[-1]["eval"]["num_samples"] == 200
+    assert rows[-1]["eval"]["top1"] > 20.0  # chance is 10
+    summary = json.loads(stdout)
+    assert summary["eval"] == rows[-1]["eval"]
+
+
+def test_run_directory_is_a_complete_record(cli, tiny_data, tmp_path):
+    import timm
+
+    out = tmp_path / "run"
+    code, _, err = cli("train", "fashion-deit-ti-distilled", "--dataset", tiny_data, "--out", out, *QUAD,
+                       "--teacher", "none", "--set", "distillation_type=none", "--epochs", "2", "--batch-size", "16",
+                       "--set", "checkpoint_every=3", "--set", "ema=true")
+    assert code == 0, err
+    for name in ("recipe.yaml", "metrics.jsonl", "model.safetensors", "model_ema.safetensors", "config.json",
+                 "curves.png", "summary.json", "checkpoints/latest"):
+        assert (out / name).exists(), name
+    assert list((out / "tb").iterdir())
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"epoch", "step", "train_loss", "lr", "img_per_s", "epoch_time_s"} <= set(row)
+    assert {"top1", "top5", "loss", "num_samples", "top1_cls", "top1_dist"} <= set(row["eval"])
+    model = timm.create_model(f"local-dir:{out}", pretrained=True)  # plain timm reads the run directory
+    assert model.num_classes == 4 and hasattr(model, "head_dist")
+    # the run is never overwritten by accident
+    code, _, err = cli("train", "fashion-deit-ti", "--dataset", tiny_data, "--out", out, *QUAD)
+    assert code == 2 and "--resume" in err
+
+
+def _quad_run(cli, data: Path, out: Path, *extra: str) -> None:
+    code, _, err = cli("train", "fashion-deit-ti", "--dataset", data, "--out", out, *QUAD, "--epochs", "2",
+                       "--batch-size", "16", "--set", "checkpoint_every=1", *extra)
+    assert code == 0, err
+
+
+def test_resume_after_interrupt_equals_uninterrupted(cli, tiny_data, tmp_path, monkeypatch):
+    import deitctl.train as train_module
+
+    _quad_run(cli, tiny_data, tmp_path / "straight")
+    real_lr_at = train_module.lr_at
+
+    def crash_at_step_6(step, *args):
+        if step == 6:
+            raise RuntimeError("simulated crash")
+        return real_lr_at(step, *args)
+
+    monkeypatch.setattr(train_module, "lr_at", crash_at_step_6)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cli("train", "fashion-deit-ti", "--dataset", tiny_data, "--out", tmp_path / "cut", *QUAD, "--epochs", "2",
+            "--batch-size", "16", "--set", "checkpoint_every=1")
+    monkeypatch.setattr(train_module, "lr_at", real_lr_at)
+    assert (tmp_path / "cut" / "checkpoints" / "latest").read_text().strip() == "step-0000006"
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    code, _, err = cli("train", "fashion-deit-ti", "--resume", tmp_path / "cut")
+    assert code == 0, err
+    assert_same_weights(tmp_path / "straight", tmp_path / "cut")
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert lines == (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()[: len(lines)] or len(lines) == 2
+
+
+def _subprocess_env(threads: int | None = None) -> dict[str, str]:
+    """Same thread count as this process by default: bit-equal results need the same summation order."""
+    threads = threads or torch.get_num_threads()
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+
+
+def test_sigkill_between_steps_then_resume(cli, tmp_path):
+    from tests.conftest import make_dataset_dict
+
+    data = tmp_path / "data"
+    make_dataset_dict(n_train=256, n_test=32).save_to_disk(str(data))
+    args = ["--epochs", "2", "--batch-size", "8", "--set", "checkpoint_every=1"]
+    _quad_run(cli, data, tmp_path / "straight", *args)
+    cut = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "deitctl.cli", "train", "fashion-deit-ti", "--dataset", str(data), "--out", str(cut),
+           *QUAD, "--epochs", "2", "--batch-size", "8", "--set", "checkpoint_every=1"]
+    proc = subprocess.Popen(cmd, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    latest = cut / "checkpoints" / "latest"
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and latest.read_text().strip() >= "step-0000005":
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert not (cut / "model.safetensors").exists(), "the run finished before it could be killed"
+    code, _, err = cli("train", "fashion-deit-ti", "--resume", cut)
+    assert code == 0, err
+    assert_same_weights(tmp_path / "straight", cut)
+
+
+def test_two_processes_match_one(cli, tiny_data, tmp_path):
+    _quad_run(cli, tiny_data, tmp_path / "one")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "deitctl.cli", "train", "fashion-deit-ti", "--dataset", str(tiny_data), "--out",
+           str(tmp_path / "two"), *QUAD, "--epochs", "2", "--batch-size", "16", "--set", "checkpoint_every=1"]
+    res = subprocess.run(cmd, env=_subprocess_env(threads=1), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "processes 2 × micro-batch 8 × accumulation 1 = global batch 16" in res.stderr
+    assert_same_weights(tmp_path / "one", tmp_path / "two", atol=1e-4)
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())["eval"]
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())["eval"]
+    assert one["num_samples"] == two["num_samples"] == 32
+    assert one["top1"] == pytest.approx(two["top1"], abs=100 / 32 + 1e-6)
+
+
+def test_batch_plan_and_lr_rule():
+    from deitctl.errors import UsageError
+    from deitctl.recipes import load_recipe
+    from deitctl.runsetup import batch_plan
+    from deitctl.train import lr_at
+
+    assert batch_plan(1024, 8, None) == (128, 1)
+    assert batch_plan(1024, 8, 64) == (64, 2)
+    assert batch_plan(1024, 1, 100) == (93, 11) or batch_plan(1024, 1, 100)[0] * batch_plan(1024, 1, 100)[1] == 1024
+    with pytest.raises(UsageError, match="does not split"):
+        batch_plan(1000, 3, None)
+    r = load_recipe("deit-b")
+    assert lr_at(0, 1000, 10, r, 1e-3) == pytest.approx(1e-6)
+    assert lr_at(10, 1000, 10, r, 1e-3) == pytest.approx(1e-3)
+    assert lr_at(1000, 1000, 10, r, 1e-3) == pytest.approx(1e-5)
