@@ -68,6 +68,9 @@ def resolve_run(recipe_ref: str, opts: RunOptions) -> tuple[Recipe, Path, Path |
         return recipe, run_dir, ckpt
 
     recipe = load_recipe(recipe_ref, opts.recipe_overrides())
+    if opts.teacher and recipe.distillation_type == "none" and not any(
+            s.startswith("distillation_type=") for s in opts.sets):
+        recipe = load_recipe(recipe_ref, [*opts.recipe_overrides(), "distillation_type=hard"])  # the paper's choice
     run_dir = opts.out or Path("runs") / recipe.name
     if any((run_dir / name).exists() for name in ("checkpoints", "metrics.jsonl", "model.safetensors")):
         if not opts.overwrite:

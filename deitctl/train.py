@@ -85,10 +85,7 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
                          opts.max_train_samples, recipe.seed)
     eval_split = subset(load_split(recipe.dataset, recipe.eval_split, opts.image_column, opts.label_column),
                         opts.max_eval_samples, recipe.seed)
-    num_classes = train_split.num_classes
-    if recipe.num_classes and recipe.num_classes != num_classes:
-        raise UsageError(f"recipe says num_classes={recipe.num_classes} but '{recipe.dataset}' has {num_classes}; "
-                         f"fix it with --set num_classes={num_classes}")
+    num_classes = train_split.num_classes  # the data decides; a recipe's num_classes only describes its default data
     sampler = RepeatAugSampler(len(train_split), world, rank, repeats=max(1, recipe.repeated_aug), seed=recipe.seed)
     train_ds = with_transform(train_split, train_transform(recipe), recipe.in_chans)
     train_loader, epoch_sampler = build_train_loader(train_ds, sampler, micro, recipe.num_workers, recipe.seed,
@@ -111,6 +108,9 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
                          f"not '{recipe.model}'; use a deit_*_distilled_* model (--set model=...)")
     if distilled_model:
         model.set_distilled_training(True)  # forward returns (class, distillation) logits while training
+        if not recipe.is_distilled and main:
+            log("[yellow]note:[/] a distilled model trained without a teacher: only the class head learns, so read "
+                "top1_cls; pass --teacher MODEL to keep distillation (the paper fine-tunes ⚗ models that way)")
     teacher = None
     if recipe.is_distilled:
         if not recipe.teacher:

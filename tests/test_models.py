@@ -50,3 +50,35 @@ def test_help_does_not_import_torch():
     assert out.split() == ["False", "False"]
     res = subprocess.run([sys.executable, "-m", "deitctl.cli", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "train" in res.stdout and "finetune" in res.stdout
+
+
+def test_pos_embed_resize_keeps_prefix_tokens_and_matches_bicubic():
+    import torch
+    import torch.nn.functional as F
+
+    from deitctl.models import load_adapted
+    from tests.conftest import make_tiny_model
+
+    src = make_tiny_model(distilled=True, img_size=16)  # 4×4 grid + cls + dist
+    dst = make_tiny_model(distilled=True, img_size=32, seed=1)  # 8×8 grid
+    state = src.state_dict()
+    load_adapted(dst, state)
+    pe = state["pos_embed"]
+    assert torch.equal(dst.pos_embed[:, :2], pe[:, :2])  # class and distillation tokens kept as they are
+    grid = pe[:, 2:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    ref = F.interpolate(grid, size=(8, 8), mode="bicubic", align_corners=False)
+    ref = ref.permute(0, 2, 3, 1).reshape(1, 64, -1)
+    assert torch.allclose(dst.pos_embed[:, 2:], ref, atol=1e-6)
+    assert torch.equal(dst.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
+
+
+def test_heads_reset_when_classes_change(tiny_distilled_dir):
+    import torch
+
+    from deitctl.modelref import load_model
+
+    same = load_model(str(tiny_distilled_dir)).model
+    other = load_model(str(tiny_distilled_dir), num_classes=7).model
+    assert other.head.weight.shape[0] == 7 and other.head_dist.weight.shape[0] == 7
+    assert torch.equal(other.blocks[1].mlp.fc1.weight, same.blocks[1].mlp.fc1.weight)
+    assert torch.equal(other.cls_token, same.cls_token)

@@ -57,7 +57,7 @@ def test_run_directory_is_a_complete_record(cli, tiny_data, tmp_path):
 
     out = tmp_path / "run"
     code, _, err = cli("train", "fashion-deit-ti-distilled", "--dataset", tiny_data, "--out", out, *QUAD,
-                       "--teacher", "none", "--set", "distillation_type=none", "--epochs", "2", "--batch-size", "16",
+                       "--set", "distillation_type=none", "--epochs", "2", "--batch-size", "16",
                        "--set", "checkpoint_every=3", "--set", "ema=true")
     assert code == 0, err
     for name in ("recipe.yaml", "metrics.jsonl", "model.safetensors", "model_ema.safetensors", "config.json",
@@ -168,3 +168,61 @@ def test_batch_plan_and_lr_rule():
     assert lr_at(0, 1000, 10, r, 1e-3) == pytest.approx(1e-6)
     assert lr_at(10, 1000, 10, r, 1e-3) == pytest.approx(1e-3)
     assert lr_at(1000, 1000, 10, r, 1e-3) == pytest.approx(1e-5)
+
+
+@pytest.fixture(scope="module")
+def quad_teacher(tmp_path_factory, tiny_data) -> Path:
+    """A small convnet teacher trained for a few steps on the quadrant data."""
+    from typer.testing import CliRunner
+
+    from deitctl.cli import app
+
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    args = ["train", "fashion-teacher", "--dataset", str(tiny_data), "--out", str(out), "--set", "num_workers=0",
+            "--set", "precision=fp32", "--set", "img_size=16", "--epochs", "1", "--batch-size", "16",
+            "--set", "model=resnet10t"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_distillation_runs_with_a_run_directory_teacher(cli, tiny_data, tmp_path, quad_teacher, mode):
+    recipe = "fashion-deit-ti-soft" if mode == "soft" else "fashion-deit-ti-distilled"
+    out = tmp_path / mode
+    code, _, err = cli("train", recipe, "--dataset", tiny_data, "--out", out, *QUAD, "--teacher", quad_teacher,
+                       "--epochs", "1", "--batch-size", "16")
+    assert code == 0, err
+    run_eval = json.loads((out / "summary.json").read_text())["eval"]
+    assert {"top1", "top1_cls", "top1_dist"} <= set(run_eval)
+    assert f"distillation {mode} from {quad_teacher}" in err or code == 0
+
+
+def test_teacher_with_other_classes_is_refused(cli, tiny_data, tmp_path):
+    from deitctl.modelref import save_model_dir
+    from tests.conftest import make_tiny_model
+
+    teacher = tmp_path / "teacher7"
+    save_model_dir(make_tiny_model(num_classes=7), teacher, mean=(0.5,), std=(0.5,))
+    code, _, err = cli("train", "fashion-deit-ti-distilled", "--dataset", tiny_data, "--out", tmp_path / "s",
+                       *QUAD, "--teacher", teacher, "--epochs", "1", "--batch-size", "16")
+    assert code == 2
+    assert "predicts 7 classes but the dataset has 4" in err
+
+
+def test_finetune_new_resolution_and_classes(cli, tiny_data, tiny_distilled_dir, tmp_path):
+    out = tmp_path / "ft"
+    code, _, err = cli("finetune", "fashion-deit-ti-distilled", "--from", tiny_distilled_dir, "--dataset", tiny_data,
+                       "--img-size", "32", "--out", out, *QUAD[:-6], "--set", "distillation_type=none",
+                       "--epochs", "1", "--batch-size", "16")
+    assert code == 0, err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_args"]["img_size"] in (32, [32, 32])
+    assert cfg["model_args"]["depth"] == 2 and cfg["num_classes"] == 4
+    w = weights(out)
+    assert w["pos_embed"].shape == (1, 2 + 8 * 8, 32)  # class + distillation tokens, 8×8 grid of 4-px patches
+
+
+def test_finetune_picks_transfer_recipe_by_dataset(cli):
+    code, _, err = cli("finetune", "--dataset", "no-such-set", "--from", "x")
+    assert code == 2 and "no transfer recipe for dataset 'no-such-set'" in err
