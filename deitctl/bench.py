@@ -17,7 +17,7 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from deitctl.errors import DeitctlError, UsageError
@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 T = TypeVar("T")
-COLUMNS = ("batch_size", "precision", "img_per_s", "ms_per_batch", "peak_mem_mb", "params_m", "gmacs", "img_size")
+# table header → row key: short headers so the table fits an 80-column terminal
+TABLE = {"batch": "batch_size", "precision": "precision", "img/s": "img_per_s", "ms/batch": "ms_per_batch",
+         "peak MiB": "peak_mem_mb", "params (M)": "params_m", "GMACs": "gmacs", "size": "img_size"}
 WARMUP = 2
 MIN_RUN_S = 0.1  # a timed run repeats the forward pass until it lasts at least this long
 
@@ -42,6 +44,11 @@ def parse_list(text: str, kind: Callable[[str], T], option: str) -> list[T]:
     if not values:
         raise UsageError(f"{option}: give at least one value")
     return values
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows under the short table headers (``--json`` keeps the full key names)."""
+    return [{header: row[key] for header, key in TABLE.items()} for row in rows]
 
 
 def load_for_bench(ref: str, img_size: int | None = None) -> nn.Module:
@@ -87,7 +94,7 @@ def run_bench(
         "model": ref,
         "params": count_params(model),
         "params_m": round(count_params(model) / 1e6, 2),
-        "gmacs": round(count_gmacs(model, height, channels), 3),
+        "gmacs": round(count_gmacs(model, height, channels), 4),
         "img_size": height,
         "device": _device_name(dev),
         "compile": compile_model,
@@ -97,10 +104,10 @@ def run_bench(
     for precision in precisions:
         for batch in batch_sizes:
             x = torch.randn(batch, channels, height, width, device=dev)
-            with _peak_memory(dev) as peak:
-                seconds = time_forward(forward, x, lambda p=precision: autocast(p, dev), repeats, dev)
+            peak = PeakMemory(dev)
+            seconds = time_forward(forward, x, lambda p=precision: autocast(p, dev), repeats, dev, timed_phase=peak)
             rows.append({"batch_size": batch, "precision": precision, "img_per_s": round(batch / seconds, 2),
-                         "ms_per_batch": round(seconds * 1e3, 3), "peak_mem_mb": round(peak(), 1), **common})
+                         "ms_per_batch": round(seconds * 1e3, 3), "peak_mem_mb": round(peak.mib, 1), **common})
     return rows
 
 
@@ -110,8 +117,13 @@ def time_forward(
     amp: Callable[[], contextlib.AbstractContextManager],
     repeats: int,
     device: torch.device,
+    timed_phase: contextlib.AbstractContextManager | None = None,
 ) -> float:
-    """Median seconds per forward pass over ``repeats`` timed runs, after ``WARMUP`` untimed ones."""
+    """Median seconds per forward pass over ``repeats`` timed runs, after ``WARMUP`` untimed ones.
+
+    ``timed_phase`` wraps only the timed runs (memory is measured there, so one-time warm-up costs
+    such as compilation or kernel autotuning are left out).
+    """
     import torch
 
     def sync() -> None:
@@ -133,7 +145,8 @@ def time_forward(
         raise DeitctlError(f"the benchmark's first forward pass failed ({type(e).__name__}: {e}); "
                            "try without --compile or with another --precision") from None
     iterations = max(1, math.ceil(MIN_RUN_S / max(one, 1e-9)))
-    return statistics.median(run(iterations) for _ in range(repeats))
+    with timed_phase or contextlib.nullcontext():
+        return statistics.median([run(iterations) for _ in range(repeats)])
 
 
 def _compiled(model: nn.Module) -> Callable[[torch.Tensor], Any]:
@@ -153,18 +166,31 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-@contextlib.contextmanager
-def _peak_memory(device: torch.device) -> Iterator[Callable[[], float]]:
-    """Yield a function giving the peak memory (MiB) of the block, once it has finished."""
-    import torch
+class PeakMemory:
+    """Peak memory (MiB) of the ``with`` block: the GPU allocator's peak, or the CPU resident-set increase."""
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        yield lambda: torch.cuda.max_memory_allocated(device) / 2**20
-        return
-    sampler = _RssSampler()
-    with sampler:
-        yield lambda: sampler.increase / 2**20
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mib = 0.0
+        self._sampler: _RssSampler | None = None
+
+    def __enter__(self) -> PeakMemory:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._sampler = _RssSampler().__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        if self._sampler is None:
+            self.mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._sampler.__exit__(*exc)
+            self.mib = self._sampler.increase / 2**20
 
 
 class _RssSampler:

@@ -204,7 +204,7 @@ def eval_(
         emit_json(result)
         return
     columns = [c for c in ("top1", "top5", "top1_cls", "top1_dist", "loss", "num_samples", "img_per_s") if c in result]
-    print_table([result], columns, title=f"{model} on {result['dataset']} ({result['split']})")
+    print_table([result], columns, title=f"{Path(model).name} on {Path(result['dataset']).name} ({result['split']})")
     if "per_class" in result:
         print_table([{"class": k, "top1": v} for k, v in result["per_class"].items()], title="per class")
 
@@ -220,12 +220,12 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Throughput and peak memory per batch size and precision (the paper's Table 10 on this machine)."""
-    from deitctl.bench import COLUMNS, parse_list, run_bench
+    from deitctl.bench import parse_list, run_bench, table_rows
     from deitctl.console import emit_json, print_table
 
     rows = run_bench(model, parse_list(batch_sizes, int, "--batch-sizes"), parse_list(precision, str, "--precision"),
                      img_size=img_size, compile_model=compile_, repeats=repeats)
-    emit_json(rows) if as_json else print_table(rows, COLUMNS, title=f"{model} on {rows[0]['device']}")
+    emit_json(rows) if as_json else print_table(table_rows(rows), title=f"{Path(model).name} on {rows[0]['device']}")
 
 
 # ------------------------------------------------------------------------------------ export/hub

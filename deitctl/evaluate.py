@@ -99,6 +99,7 @@ def evaluate(
             with amp:
                 fused, cls, dist = head_logits(net, images)
             classes = classes or fused.shape[1]
+            _check_labels(labels, classes)
             k = min(5, classes)
             batch = {
                 "loss": F.cross_entropy(fused.float(), labels, reduction="none"),
@@ -115,6 +116,14 @@ def evaluate(
             advance(len(images))
     net.train(was_training)
     return _summary(totals, confusion, time.perf_counter() - start, distilled=is_distilled(net))
+
+
+def _check_labels(labels: torch.Tensor, classes: int) -> None:
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        bad = int(labels[(labels < 0) | (labels >= classes)][0])
+        hint = "the split is unlabelled (e.g. ImageNet's test split): pass --split validation" if bad < 0 else \
+            f"the model has {classes} classes"
+        raise UsageError(f"label {bad} is outside 0..{classes - 1}; {hint}")
 
 
 def _accumulate(totals: dict[str, float], batch: dict[str, torch.Tensor]) -> None:
@@ -230,6 +239,10 @@ def build_eval_loader(
 
 
 # ------------------------------------------------------------------------------- deitctl eval
+# named datasets whose labelled held-out split is not called "test" (ImageNet's "test" has no labels)
+_DEFAULT_SPLIT = {"imagenet-1k": "validation", "inat18": "validation", "inat19": "validation"}
+
+
 def run_defaults(model_ref: str) -> dict[str, Any]:
     """``dataset`` / ``eval_split`` from a run directory's ``recipe.yaml``; empty for other references.
 
@@ -276,7 +289,7 @@ def run_eval(
 
     defaults = run_defaults(model_ref)
     dataset = dataset or defaults.get("dataset")
-    split = split or defaults.get("eval_split") or "test"
+    split = split or defaults.get("eval_split") or _DEFAULT_SPLIT.get(dataset or "", "test")
     if not dataset:
         raise UsageError(f"{model_ref} is not a run directory (no recipe.yaml), so name the data: --dataset D")
     if ema and not Path(model_ref).is_dir():
@@ -322,9 +335,10 @@ def _accelerator() -> Accelerator | None:
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch
     from accelerate import Accelerator
 
-    return Accelerator()
+    return Accelerator(cpu=not torch.cuda.is_available())  # without cpu=True accelerate sees one CPU process
 
 
 def plot_confusion(matrix: list[list[int]], class_names: list[str], path: str, title: str = "") -> None:

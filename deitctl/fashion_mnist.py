@@ -1,7 +1,12 @@
 """The embedded default dataset: the real Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package.
 
 The package ships the original IDX files (gzip). We convert them once into a ``datasets`` DatasetDict
-(PIL images + ClassLabel names) cached on disk, so every later run loads it memory-mapped, offline.
+(an ``Image`` column + ClassLabel names) cached on disk, so every later run loads it memory-mapped, offline.
+
+Each image is stored as a binary PGM (netpbm ``P5``): a 13-byte header and the raw pixels. Any PIL
+reads it, so the cache stays an ordinary ``datasets`` image dataset, and ``data.decode_image`` decodes
+it in ~5 µs instead of ~30 µs for a PNG — at 28 px, PNG decoding alone made our training pipeline
+a quarter slower than timm's (torchvision's FashionMNIST keeps the raw array in memory).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ def cache_dir() -> Path:
     base = os.environ.get("DEITCTL_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "deitctl"
     )
-    return Path(base) / "fashion-mnist-v1"
+    return Path(base) / "fashion-mnist-v2"  # v2: PGM instead of PNG
 
 
 def idx_available(root: Path = IDX_DIR) -> bool:
@@ -57,10 +62,9 @@ def build(root: Path = IDX_DIR) -> DatasetDict:
         labels = read_idx(root / f"{prefix}-labels-idx1-ubyte.gz")
 
         def rows(images=images, labels=labels):
-            from PIL import Image as PILImage
-
+            header = b"P5\n%d %d\n255\n" % (images.shape[2], images.shape[1])
             for img, label in zip(images, labels, strict=True):
-                yield {"image": PILImage.fromarray(img, mode="L"), "label": int(label)}
+                yield {"image": {"bytes": header + img.tobytes(), "path": None}, "label": int(label)}
 
         splits[split] = Dataset.from_generator(rows, features=features, cache_dir=str(cache_dir() / "build"))
     return DatasetDict(splits)

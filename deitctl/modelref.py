@@ -131,21 +131,33 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
 
 # ------------------------------------------------------------------------------ legacy .pth files
 def read_pth(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a ``.pth``: weights only, so no pickled code can run."""
+    """A state dict from a ``.pth``: weights only, so no pickled code can run.
+
+    Besides tensors and plain containers we allow ``argparse.Namespace`` (inert data): the authors'
+    training checkpoints store their command-line ``args`` beside ``model`` and ``optimizer``.
+    """
+    import argparse
     import pickle
 
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if not found:  # garbage or a pickle opcode the safe loader lacks; torch's text says which
+            detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))
+            reason = detail.group(1).strip() if detail else str(e).strip().splitlines()[0][:120]
+            raise UsageError(f"{path}: not a readable PyTorch file ({reason}); expected a state dict "
+                             "saved with torch.save") from None
         raise UsageError(
-            f"{path}: refused to load: it holds more than tensors ({first[:160]}); "
-            "only plain state dicts are loaded, for safety — re-save it with torch.save(model.state_dict())"
+            f"{path}: refused to load: it holds a pickled '{found.group(1)}', not just tensors, and unpickling "
+            "it could run code; where you trust the file, re-save the weights alone: "
+            "torch.save(model.state_dict(), 'weights.pth')"
         ) from None
-    except (OSError, RuntimeError) as e:
-        raise UsageError(f"{path}: not a readable PyTorch file ({e})") from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise UsageError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {e})") from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # the authors' checkpoint: {"model", "optimizer", "epoch", ...}
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -166,8 +178,10 @@ def infer_deit(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
     grid = round((state["pos_embed"].shape[1] - (2 if distilled else 1)) ** 0.5)
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
     head = state.get("head.weight")
+    hidden = state["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in state else 4 * dim
     arch = "deit_base_distilled_patch16_224" if distilled else "deit_base_patch16_224"
-    args = dict(embed_dim=dim, depth=depth, num_heads=max(1, dim // 64), patch_size=patch,
+    # the head count leaves no trace in the shapes: every DeiT uses 64 dimensions per head
+    args = dict(embed_dim=dim, depth=depth, num_heads=max(1, dim // 64), mlp_ratio=hidden / dim, patch_size=patch,
                 in_chans=in_chans, img_size=grid * patch, num_classes=head.shape[0] if head is not None else 0)
     return arch, args
 
@@ -217,6 +231,9 @@ def load_model(
     if ref.endswith((".pth", ".pt", ".bin")):
         return load_pth(ref, num_classes, img_size, **overrides)
     if _REPO_RE.match(ref) and not ref.startswith((".", "/")):
+        if path.parent.is_dir():  # "runs/typo": a local path that does not exist, not a Hub repo
+            raise UsageError(f"{path}: no such run or model directory (and '{path.parent}' is a local folder, "
+                             "so this is not read as a Hub repo); check the path")
         loaded = load_model_dir(hub_download(ref), num_classes, img_size, ema, **overrides)
         loaded.source = ref
         return loaded

@@ -116,7 +116,11 @@ def test_fashion_mnist_idx_conversion(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not __import__("deitctl.fashion_mnist").fashion_mnist.idx_available(),
                     reason="Debian's dataset-fashion-mnist is not installed")
-def test_real_fashion_mnist():
+def test_real_fashion_mnist(cli):
+    code, out, _ = cli("data", "show", "fashion-mnist", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["splits"] == {"train": 60_000, "test": 10_000}
+    assert summary["class_names"][9] == "Ankle boot" and summary["first_image"]["width"] == 28
     train = data.load_split("fashion-mnist", "train")
     assert len(train) == 60_000 and len(data.load_split("fashion-mnist", "test")) == 10_000
     assert train.class_names[0] == "T-shirt/top" and train.num_classes == 10
@@ -156,7 +160,7 @@ def test_unknown_name_suggests(cli):
     assert cli("data", "show", "cifar-10")[0] == 2
 
 
-def test_missing_columns_name_them_and_the_flags(tmp_path):
+def test_missing_columns_name_them_and_the_flags(tmp_path, cli):
     from datasets import Dataset, Features, Image, Value
 
     images, labels = make_images(4)
@@ -169,6 +173,8 @@ def test_missing_columns_name_them_and_the_flags(tmp_path):
     with pytest.raises(UsageError, match=r"column 'kind' does not hold images"):
         data.load_split(str(tmp_path / "d"), image_column="kind", label_column="kind")
     assert data.load_split(str(tmp_path / "d"), label_column="kind").class_names == ["0", "1", "2", "3"]
+    code, _, err = cli("data", "show", tmp_path / "d")
+    assert code == 2 and err.startswith("error: ") and "pass --label-column NAME" in err
 
 
 def test_missing_split_lists_the_available_ones(tiny_data):
@@ -204,11 +210,11 @@ def test_corrupt_image_in_a_worker_fails_with_the_file_named(tmp_path):
 
     split = data.load_split(str(image_tree(tmp_path / "pets", corrupt="broken.png")), "train")
     ds = data.with_transform(split, T.Compose([T.Resize((8, 8)), T.ToTensor()]), 3)
-    loader = DataLoader(ds, batch_size=4, num_workers=1, collate_fn=data.collate)
+    batches = iter(DataLoader(ds, batch_size=4, num_workers=1, collate_fn=data.collate))
     with pytest.raises(data.UnreadableImageError) as e:
-        list(loader)
+        list(batches)
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith(f"unreadable image {tmp_path}/pets/train/cat/broken.png")
+    assert "\n" not in msg and msg.startswith(f"unreadable image {tmp_path}/pets/train/cat/broken.png (")
     assert "remove or replace the file" in msg
 
 

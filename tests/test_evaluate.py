@@ -150,6 +150,16 @@ def test_fp16_on_cpu_is_refused_by_evaluate():
         evaluate(FixedLogits(), [(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long))], precision="fp16")
 
 
+def test_unlabelled_split_is_a_clear_error():
+    import torch
+
+    from deitctl.errors import UsageError
+    from deitctl.evaluate import evaluate
+
+    with pytest.raises(UsageError, match=r"unlabelled.*--split validation"):
+        evaluate(FixedLogits(), [(torch.zeros(2, 3), torch.tensor([0, -1]))])
+
+
 # --------------------------------------------------------------------------------- deitctl eval
 
 
@@ -278,7 +288,13 @@ def test_class_count_mismatch(cli, tiny_data, tmp_path):
 
 
 def _eval_in_process(model_dir: str, data_dir: str, out_file: str) -> None:
-    """Runs in each of two processes (accelerate's debug launcher): the CLI's code path, sharded."""
+    """Runs in each of two forked processes (accelerate's debug launcher): the CLI's code path, sharded."""
+    import faulthandler
+
+    import torch
+
+    faulthandler.dump_traceback_later(120, exit=True)  # a hang fails this test instead of the whole suite
+    torch.set_num_threads(1)  # OpenMP's thread pool does not survive fork(): one thread, or a deadlock
     from deitctl.evaluate import run_eval
 
     result = run_eval(model_dir, data_dir, "test", batch_size=4, max_samples=30, per_class=True, num_workers=0)
