@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from deitctl.errors import DeitctlError, UsageError
+from deitctl.errors import DeitctlError
 
 app = typer.Typer(
     help="Train, distill, fine-tune, evaluate, export and publish DeiT vision transformers.",
@@ -314,8 +314,12 @@ def report(
     log(f"wrote {', '.join(str(f) for f in result.files)}")
 
 
-def _not_yet(command: str) -> None:
-    raise UsageError(f"`deitctl {command}` is not implemented yet")
+def _one_line(error: BaseException) -> str:
+    """The message of an error, on one line — also when torch re-raised it from a DataLoader worker."""
+    text = str(error).strip()
+    if "Original Traceback" in text:  # "Caught X in DataLoader worker ...\n<traceback>\nmodule.X: message"
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
 
 
 def main() -> None:
@@ -325,7 +329,7 @@ def main() -> None:
     except DeitctlError as e:
         if _debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -333,7 +337,7 @@ def main() -> None:
     except Exception as e:  # a bug, not bad input: still no wall of text unless asked
         if _debug:
             raise
-        print(f"error: {type(e).__name__}: {e} (re-run with --debug for the traceback)", file=sys.stderr)
+        print(f"error: {type(e).__name__}: {_one_line(e)} (re-run with --debug for the traceback)", file=sys.stderr)
         sys.exit(1)
 
 

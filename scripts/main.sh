@@ -18,13 +18,14 @@ bash scripts/setup.sh
 t_setup=$(stamp)
 export PATH="$PWD/.venv/bin:$PATH"
 
-OUT="${OUT:-runs/main$([ $full = 1 ] && echo -full)}"
 if [ $full = 1 ]; then
+  OUT="${OUT:-runs/main-full}"
   budget=()
   teacher_budget=()
 else
-  budget=(--epochs "${STUDENT_EPOCHS:-2}" --max-train-samples "${TRAIN_SAMPLES:-15000}")
-  teacher_budget=(--epochs "${TEACHER_EPOCHS:-2}" --max-train-samples "${TRAIN_SAMPLES:-15000}")
+  OUT="${OUT:-runs/main}"
+  budget=(--epochs "${STUDENT_EPOCHS:-2}" --max-train-samples "${TRAIN_SAMPLES:-15000}" --set warmup_epochs=0.2)
+  teacher_budget=(--epochs "${TEACHER_EPOCHS:-2}" --max-train-samples "${TRAIN_SAMPLES:-15000}" --set warmup_epochs=0.2)
 fi
 mkdir -p "$OUT"
 timings="$OUT/timings.tsv"

@@ -82,3 +82,15 @@ def test_heads_reset_when_classes_change(tiny_distilled_dir):
     assert other.head.weight.shape[0] == 7 and other.head_dist.weight.shape[0] == 7
     assert torch.equal(other.blocks[1].mlp.fc1.weight, same.blocks[1].mlp.fc1.weight)
     assert torch.equal(other.cls_token, same.cls_token)
+
+
+def test_worker_errors_become_one_line():
+    from deitctl.cli import _one_line
+    from deitctl.errors import DeitctlError
+
+    wrapped = DeitctlError("Caught UnreadableImageError in DataLoader worker process 0.\nOriginal Traceback (most "
+                           "recent call last):\n  File \"x.py\", line 1\ndeitctl.data.UnreadableImageError: unreadable "
+                           "image /d/cat.png (OSError: truncated); remove or replace the file and run again")
+    assert _one_line(wrapped) == ("unreadable image /d/cat.png (OSError: truncated); remove or replace the file "
+                                  "and run again")
+    assert _one_line(DeitctlError("a\nb")) == "a b"

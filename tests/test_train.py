@@ -138,9 +138,17 @@ def test_sigkill_between_steps_then_resume(cli, tmp_path):
     assert_same_weights(tmp_path / "straight", cut)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_processes_match_one(cli, tiny_data, tmp_path):
     _quad_run(cli, tiny_data, tmp_path / "one")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "deitctl.cli", "train", "fashion-deit-ti", "--dataset", str(tiny_data), "--out",
            str(tmp_path / "two"), *QUAD, "--epochs", "2", "--batch-size", "16", "--set", "checkpoint_every=1"]
     res = subprocess.run(cmd, env=_subprocess_env(threads=1), capture_output=True, text=True, timeout=300)
