@@ -105,7 +105,9 @@ def load_model_dir(
         labels = None
     model.eval()
     dc = _data_config(model)
-    for k in ("mean", "std", "crop_pct", "interpolation"):
+    # convnets take any size, so only the saved config knows the resolution they were trained at
+    keys = ("mean", "std", "crop_pct", "interpolation") + (() if img_size else ("input_size",))
+    for k in keys:
         if k in pcfg:
             dc[k] = tuple(pcfg[k]) if isinstance(pcfg[k], list) else pcfg[k]
     return LoadedModel(model, arch, str(path), labels, dc, args, path)
@@ -270,8 +272,13 @@ def save_model_dir(
     std: tuple[float, ...] | None = None,
     crop_pct: float | None = None,
     weights_name: str = WEIGHTS,
+    input_size: tuple[int, int, int] | None = None,
 ) -> Path:
-    """Write ``config.json`` + weights in timm's format, atomically (temp dir, then rename each file)."""
+    """Write ``config.json`` + weights in timm's format, atomically (temp dir, then rename each file).
+
+    ``input_size`` (channels, height, width) records the resolution the weights were trained at; a
+    convnet's config would otherwise keep its architecture default (224, with a 288 test size).
+    """
     import os
     import tempfile
 
@@ -279,7 +286,8 @@ def save_model_dir(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data_config = {k: v for k, v in {"mean": mean, "std": std, "crop_pct": crop_pct}.items() if v is not None}
+    values = {"mean": mean, "std": std, "crop_pct": crop_pct, "input_size": input_size}
+    data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if v is not None}
     model_config: dict[str, Any] = {"pretrained_cfg": {"tag": "deitctl", "license": "apache-2.0"}}
     if label_names:
         model_config["label_names"] = list(label_names)

@@ -242,10 +242,12 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
         from deitctl.modelref import EMA_WEIGHTS, save_model_dir
 
         final = accel.unwrap_model(model)
-        save_model_dir(final, run_dir, train_split.class_names, recipe.mean, recipe.std, recipe.eval_crop_pct)
+        size = (recipe.in_chans, recipe.img_size, recipe.img_size)
+        save_model_dir(final, run_dir, train_split.class_names, recipe.mean, recipe.std, recipe.eval_crop_pct,
+                       input_size=size)
         if ema is not None:
             save_model_dir(ema.module, run_dir, train_split.class_names, recipe.mean, recipe.std,
-                           recipe.eval_crop_pct, weights_name=EMA_WEIGHTS)
+                           recipe.eval_crop_pct, weights_name=EMA_WEIGHTS, input_size=size)
         write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     accel.wait_for_everyone()
     accel.end_training()

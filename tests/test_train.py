@@ -234,3 +234,11 @@ def test_finetune_new_resolution_and_classes(cli, tiny_data, tiny_distilled_dir,
 def test_finetune_picks_transfer_recipe_by_dataset(cli):
     code, _, err = cli("finetune", "--dataset", "no-such-set", "--from", "x")
     assert code == 2 and "no transfer recipe for dataset 'no-such-set'" in err
+
+
+def test_convnet_run_records_its_training_resolution(quad_teacher):
+    from deitctl.modelref import load_model
+
+    cfg = json.loads((quad_teacher / "config.json").read_text())["pretrained_cfg"]
+    assert cfg["input_size"] == [1, 16, 16] and "test_input_size" not in cfg
+    assert load_model(str(quad_teacher)).data_config["input_size"] == (1, 16, 16)
