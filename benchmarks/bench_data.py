@@ -5,7 +5,7 @@ does), on Fashion-MNIST (the Debian IDX files) and on a folder of generated ~256
 224 px with the DeiT recipe. Each row is the median of ``--repeats`` timed passes over ``--batches``
 batches; the first batch of each pass (worker start, prefetch) is not timed.
 
-Columns: ``ours`` = ``data.load_split`` + ``data.with_transform`` + ``transforms.train_transform``;
+Columns: ``ours`` = ``data.load_split`` + ``samples.with_transform`` + ``transforms.train_transform``;
 ``timm`` = ``timm.data.create_dataset`` + ``create_loader(use_prefetcher=False)`` with the recipe's
 augmentation arguments; ``timm+our tf`` = timm's dataset and loader with our transform swapped in,
 which isolates the data layer when the transforms differ (at ≤ 32 px we follow the authors' small-image
@@ -80,13 +80,13 @@ def jpeg_folder(count: int, side: int) -> Path:
 def our_loader(ref: str, recipe, args: argparse.Namespace):
     from torch.utils.data import DataLoader
 
-    from deitctl import data
+    from deitctl import data, samples
     from deitctl.transforms import train_transform
 
     split = data.load_split(ref, "train")
-    dataset = data.with_transform(split, train_transform(recipe), recipe.in_chans)
+    dataset = samples.with_transform(split, train_transform(recipe), recipe.in_chans)
     return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
-                      persistent_workers=args.workers > 0, collate_fn=data.collate)
+                      persistent_workers=args.workers > 0, collate_fn=samples.collate)
 
 
 def timm_loader(name: str, root: Path, recipe, args: argparse.Namespace, transform: Callable | None = None):

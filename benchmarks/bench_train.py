@@ -56,8 +56,9 @@ def run_plain(teacher_dir: Path, samples: int, batch: int, workers: int, precisi
     from timm.data import Mixup
     from torch.utils.data import DataLoader
 
-    from deitctl.data import collate, load_split, subset, with_transform
+    from deitctl.data import load_split, subset
     from deitctl.recipes import load_recipe
+    from deitctl.samples import collate, with_transform
     from deitctl.transforms import train_transform
 
     recipe = load_recipe("fashion-deit-ti-distilled", SETS)

@@ -27,7 +27,8 @@ def describe(
     Without ``--split`` every split is sized (the lengths are metadata: cheap), and the classes are
     read from ``train`` (or the first split).
     """
-    from deitctl.data import decode_image, label_split, open_dataset
+    from deitctl.data import label_split, open_dataset
+    from deitctl.samples import decode_image
 
     opened = open_dataset(ref)
     shown = split or ("train" if "train" in opened.splits else next(iter(opened.splits)))
@@ -71,7 +72,8 @@ def write_grid(labeled: LabeledSplit, recipe: Recipe, out: Path, count: int = 16
     import numpy as np
     import torch
 
-    from deitctl.data import collate, subset, with_transform
+    from deitctl.data import subset
+    from deitctl.samples import collate, with_transform
     from deitctl.transforms import _stats, make_mixup, train_transform
 
     random.seed(seed)

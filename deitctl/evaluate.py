@@ -212,7 +212,8 @@ def build_eval_loader(
     import torch
     from torch.utils.data import DataLoader
 
-    from deitctl.data import collate, subset, with_transform
+    from deitctl.data import subset
+    from deitctl.samples import collate, with_transform
     from deitctl.transforms import eval_transform
 
     if batch_size < 1:

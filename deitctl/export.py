@@ -232,7 +232,8 @@ def _synthetic_images(n: int, size: int, channels: int) -> list:
 
 
 def _dataset_images(dataset: str, split: str, channels: int, n: int) -> list:
-    from deitctl.data import decode_image, load_split, subset
+    from deitctl.data import load_split, subset
+    from deitctl.samples import decode_image
 
     part = subset(load_split(dataset, split), n)
     mode = "L" if channels == 1 else "RGB"

@@ -4,7 +4,7 @@ The package ships the original IDX files (gzip). We convert them once into a ``d
 (an ``Image`` column + ClassLabel names) cached on disk, so every later run loads it memory-mapped, offline.
 
 Each image is stored as a binary PGM (netpbm ``P5``): a 13-byte header and the raw pixels. Any PIL
-reads it, so the cache stays an ordinary ``datasets`` image dataset, and ``data.decode_image`` decodes
+reads it, so the cache stays an ordinary ``datasets`` image dataset, and ``samples.decode_image`` decodes
 it in ~5 µs instead of ~30 µs for a PNG — at 28 px, PNG decoding alone made our training pipeline
 a quarter slower than timm's (torchvision's FashionMNIST keeps the raw array in memory).
 """

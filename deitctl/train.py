@@ -62,10 +62,11 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from timm.optim import create_optimizer_v2
 
-    from deitctl.data import collate, load_split, subset, with_transform
+    from deitctl.data import load_split, subset
     from deitctl.evaluate import build_eval_loader, evaluate
     from deitctl.models import count_gmacs, count_params, is_distilled
     from deitctl.sampler import RepeatAugSampler
+    from deitctl.samples import collate, with_transform
     from deitctl.teacher import load_teacher
     from deitctl.trainloader import build_train_loader
     from deitctl.transforms import make_mixup, train_transform

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import CLASSES, make_dataset_dict, make_images
 
-from deitctl import data
+from deitctl import data, samples
 from deitctl.errors import DeitctlError, UsageError
 
 
@@ -35,7 +35,7 @@ def labels_of(split: data.LabeledSplit) -> list[int]:
 def first_tensor(split: data.LabeledSplit, size: int = 16):
     from torchvision import transforms as T
 
-    return data.with_transform(split, T.Compose([T.Resize((size, size)), T.ToTensor()]), 1)[0]
+    return samples.with_transform(split, T.Compose([T.Resize((size, size)), T.ToTensor()]), 1)[0]
 
 
 # ------------------------------------------------------------------------------------- sources
@@ -209,9 +209,9 @@ def test_corrupt_image_in_a_worker_fails_with_the_file_named(tmp_path):
     from torchvision import transforms as T
 
     split = data.load_split(str(image_tree(tmp_path / "pets", corrupt="broken.png")), "train")
-    ds = data.with_transform(split, T.Compose([T.Resize((8, 8)), T.ToTensor()]), 3)
-    batches = iter(DataLoader(ds, batch_size=4, num_workers=1, collate_fn=data.collate))
-    with pytest.raises(data.UnreadableImageError) as e:
+    ds = samples.with_transform(split, T.Compose([T.Resize((8, 8)), T.ToTensor()]), 3)
+    batches = iter(DataLoader(ds, batch_size=4, num_workers=1, collate_fn=samples.collate))
+    with pytest.raises(samples.UnreadableImageError) as e:
         list(batches)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(f"unreadable image {tmp_path}/pets/train/cat/broken.png (")
@@ -219,8 +219,8 @@ def test_corrupt_image_in_a_worker_fails_with_the_file_named(tmp_path):
 
 
 def test_corrupt_embedded_image_names_the_sample():
-    with pytest.raises(data.UnreadableImageError, match=r"unreadable image sample 7 of cifar10\[train\]"):
-        data.decode_image({"bytes": b"junk", "path": None}, "RGB", 7, "cifar10[train]")
+    with pytest.raises(samples.UnreadableImageError, match=r"unreadable image sample 7 of cifar10\[train\]"):
+        samples.decode_image({"bytes": b"junk", "path": None}, "RGB", 7, "cifar10[train]")
 
 
 # ---------------------------------------------------------------------------------- transforms

@@ -89,7 +89,7 @@ def test_worker_errors_become_one_line():
     from deitctl.errors import DeitctlError
 
     wrapped = DeitctlError("Caught UnreadableImageError in DataLoader worker process 0.\nOriginal Traceback (most "
-                           "recent call last):\n  File \"x.py\", line 1\ndeitctl.data.UnreadableImageError: unreadable "
+                           "recent call last):\n  File \"x.py\", line 1\ndeitctl.samples.UnreadableImageError: unreadable "
                            "image /d/cat.png (OSError: truncated); remove or replace the file and run again")
     assert _one_line(wrapped) == ("unreadable image /d/cat.png (OSError: truncated); remove or replace the file "
                                   "and run again")
