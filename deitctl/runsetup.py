@@ -17,6 +17,7 @@ from deitctl.errors import UsageError
 from deitctl.recipes import Recipe, dump_recipe, is_recipe, load_recipe
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 
@@ -110,6 +111,19 @@ def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
     extra: dict[str, Any] = {"drop_path_rate": recipe.drop_path} if recipe.drop_path else {}
     loaded = load_model(recipe.init_from, num_classes=num_classes, img_size=recipe.img_size, **extra)
     return loaded.model.train()
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    """AdamW (or SGD) with no weight decay on position embeddings, class/distillation tokens, norms and biases.
+
+    timm's factory reads ``model.no_weight_decay()`` (pos_embed, cls_token, dist_token) and exempts
+    every 1-D parameter (norm weights, biases) — exactly the authors' grouping.
+    """
+    from timm.optim import create_optimizer_v2
+
+    extra = {"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {"eps": recipe.opt_eps}
+    return create_optimizer_v2(model, opt="adamw" if recipe.optimizer == "adamw" else "momentum", lr=lr,
+                               weight_decay=recipe.weight_decay, **extra)
 
 
 def finetune_recipe(recipe_ref: str | None, dataset: str | None) -> str:

@@ -24,7 +24,7 @@ from deitctl.errors import DeitctlError, UsageError
 from deitctl.losses import distillation_loss
 from deitctl.recipes import Recipe
 from deitctl.runlog import RunLog
-from deitctl.runsetup import RunOptions, batch_plan, build_model, resolve_run
+from deitctl.runsetup import RunOptions, batch_plan, build_model, make_optimizer, resolve_run
 
 
 @dataclass
@@ -60,7 +60,6 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
     """Run (or resume) a training run; returns the final summary (also written to summary.json)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from timm.optim import create_optimizer_v2
 
     from deitctl.data import load_split, subset
     from deitctl.evaluate import build_eval_loader, evaluate
@@ -118,10 +117,7 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
             raise UsageError("distillation needs a teacher: pass --teacher MODEL or --set teacher=...")
         teacher = load_teacher(recipe.teacher, num_classes, recipe.in_chans, recipe.mean, recipe.std).to(accel.device)
     params, gmacs = count_params(model), count_gmacs(model, recipe.img_size, recipe.in_chans)
-    optimizer = create_optimizer_v2(
-        model, opt="adamw" if recipe.optimizer == "adamw" else "momentum", lr=peak_lr,
-        weight_decay=recipe.weight_decay, eps=recipe.opt_eps, **({"momentum": recipe.momentum}
-                                                                 if recipe.optimizer == "sgd" else {}))
+    optimizer = make_optimizer(model, recipe, peak_lr)
     ema = None
     if recipe.ema:
         from timm.utils import ModelEmaV3

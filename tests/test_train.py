@@ -242,3 +242,40 @@ def test_convnet_run_records_its_training_resolution(quad_teacher):
     cfg = json.loads((quad_teacher / "config.json").read_text())["pretrained_cfg"]
     assert cfg["input_size"] == [1, 16, 16] and "test_input_size" not in cfg
     assert load_model(str(quad_teacher)).data_config["input_size"] == (1, 16, 16)
+
+
+def test_no_weight_decay_on_embeddings_tokens_norms_biases():
+    from deitctl.recipes import load_recipe
+    from deitctl.runsetup import make_optimizer
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(distilled=True)
+    opt = make_optimizer(model, load_recipe("deit-ti-distilled"), 1e-3)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay = {names[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    no_decay = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert {"pos_embed", "cls_token", "dist_token", "norm.weight", "norm.bias", "head.bias"} <= no_decay
+    assert {"blocks.0.attn.qkv.weight", "head.weight", "head_dist.weight", "patch_embed.proj.weight"} <= decay
+    assert all(g["weight_decay"] in (0.0, 0.05) for g in opt.param_groups)
+    assert type(opt).__name__ == "AdamW" and opt.defaults["eps"] == 1e-8
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cli, tiny_data, tmp_path, monkeypatch):
+    import deitctl.train as train_module
+
+    real = train_module.distillation_loss
+    calls = {"n": 0}
+
+    def nan_on_fourth_batch(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(train_module, "distillation_loss", nan_on_fourth_batch)
+    out = tmp_path / "run"
+    code, _, err = cli("train", "fashion-deit-ti", "--dataset", tiny_data, "--out", out, *QUAD, "--epochs", "2",
+                       "--batch-size", "16", "--set", "checkpoint_every=1")
+    assert code == 1
+    assert "non-finite loss at epoch 1 step 4" in err and "--resume" in err
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-0000003"
+    assert not (out / "model.safetensors").exists()
