@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from deitctl.errors import DeitctlError
+
+if TYPE_CHECKING:
+    from deitctl.runsetup import RunOptions
 
 app = typer.Typer(
     help="Train, distill, fine-tune, evaluate, export and publish DeiT vision transformers.",
@@ -136,11 +140,11 @@ def train(
     _run_training(recipe, opts, as_json)
 
 
-def _run_training(recipe: str, opts: object, as_json: bool) -> None:
+def _run_training(recipe: str, opts: RunOptions, as_json: bool) -> None:
     from deitctl.console import emit_json
     from deitctl.train import train as run_train
 
-    summary = run_train(recipe, opts)  # type: ignore[arg-type]
+    summary = run_train(recipe, opts)
     if as_json:
         emit_json(summary)
 
@@ -316,10 +320,9 @@ def report(
 
 def _one_line(error: BaseException) -> str:
     """The message of an error, on one line — also when torch re-raised it from a DataLoader worker."""
-    text = str(error).strip()
-    if "Original Traceback" in text:  # "Caught X in DataLoader worker ...\n<traceback>\nmodule.X: message"
-        text = text.splitlines()[-1].split(": ", 1)[-1]
-    return " ".join(text.split())
+    from deitctl.errors import unwrap_worker_message
+
+    return " ".join(unwrap_worker_message(str(error).strip()).split())
 
 
 def main() -> None:

@@ -62,14 +62,9 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def _data_config(model: nn.Module) -> dict[str, Any]:
-    """Preprocessing the model expects *as built*: ``resolve_input_data_config`` follows a custom
-    ``img_size``/``in_chans`` (``resolve_model_data_config`` would answer the pretrained 3×224×224)."""
-    import logging
+    from deitctl.models import input_config
 
-    from timm.data import resolve_input_data_config
-
-    logging.getLogger("timm").setLevel(logging.ERROR)  # "pretrained mean does not match 1 channels"
-    cfg = resolve_input_data_config(model)
+    cfg = input_config(model)
     return {k: cfg[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation") if k in cfg}
 
 

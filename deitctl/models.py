@@ -79,14 +79,20 @@ def is_distilled(model: nn.Module) -> bool:
     return hasattr(model, "head_dist") and hasattr(model, "dist_token")
 
 
-def input_size(model: nn.Module) -> tuple[int, int, int]:
-    """(channels, height, width) the model expects now, following any resize since it was built."""
+def input_config(model: nn.Module) -> dict[str, Any]:
+    """timm's preprocessing config for the model *as built*: ``resolve_input_data_config`` follows a custom
+    ``img_size``/``in_chans`` (``resolve_model_data_config`` would answer the pretrained 3×224×224)."""
     import logging
 
     from timm.data import resolve_input_data_config
 
     logging.getLogger("timm").setLevel(logging.ERROR)  # "pretrained mean does not match 1 channels"
-    return tuple(resolve_input_data_config(model)["input_size"])  # type: ignore[return-value]
+    return resolve_input_data_config(model)
+
+
+def input_size(model: nn.Module) -> tuple[int, int, int]:
+    """(channels, height, width) the model expects now, following any resize since it was built."""
+    return tuple(input_config(model)["input_size"])  # type: ignore[return-value]
 
 
 def count_params(model: nn.Module) -> int:

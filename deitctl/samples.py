@@ -21,23 +21,9 @@ if TYPE_CHECKING:
 class UnreadableImageError(DeitctlError):
     """A sample whose image cannot be decoded; the message names the file (or the split and index).
 
-    Raised inside a DataLoader worker, torch re-raises it in the main process as
-    ``UnreadableImageError("Caught UnreadableImageError in DataLoader worker process 0.\\nOriginal
-    Traceback …")``; the constructor keeps only our own message so the user still reads one line.
+    Raised in a DataLoader worker, it still reads as one line: ``DeitctlError`` drops the worker
+    traceback torch wraps around the message.
     """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(_unwrap_worker_message(message, type(self)))
-
-
-def _unwrap_worker_message(message: str, exc_type: type) -> str:
-    if not message.startswith("Caught ") or "Original Traceback" not in message:
-        return message
-    last = [line for line in message.splitlines() if line.strip()][-1]
-    for prefix in (f"{exc_type.__module__}.{exc_type.__qualname__}: ", f"{exc_type.__qualname__}: "):
-        if last.startswith(prefix):
-            return last[len(prefix) :]
-    return last
 
 
 def decode_image(value: dict[str, Any], mode: str | None, index: Any = None, where: str | None = None):

@@ -86,7 +86,7 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
     eval_split = subset(load_split(recipe.dataset, recipe.eval_split, opts.image_column, opts.label_column),
                         opts.max_eval_samples, recipe.seed)
     num_classes = train_split.num_classes  # the data decides; a recipe's num_classes only describes its default data
-    sampler = RepeatAugSampler(len(train_split), world, rank, repeats=max(1, recipe.repeated_aug), seed=recipe.seed)
+    sampler = RepeatAugSampler(len(train_split), world, rank, repeats=recipe.repeated_aug, seed=recipe.seed)
     train_ds = with_transform(train_split, train_transform(recipe), recipe.in_chans)
     train_loader, epoch_sampler = build_train_loader(train_ds, sampler, micro, recipe.num_workers, recipe.seed,
                                                      collate, pin_memory=accel.device.type == "cuda")
