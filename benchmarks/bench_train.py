@@ -1,15 +1,20 @@
-"""Training throughput of `deitctl train` against a plain eager fp32 PyTorch loop, side by side.
+"""Training throughput of `deitctl train` against a plain eager fp32 PyTorch loop, side by side, with MFU.
 
-Both train the same models on the same data: a DeiT-Ti-shaped distilled student (depth 12, dim 192,
-3 heads, patch 4) on Fashion-MNIST at 28 px with the full DeiT augmentation (RandAugment, Mixup/CutMix,
-random erasing) and hard distillation from a ResNet-18 teacher. The baseline is the loop a user would
-write by hand: fp32, eager, timm models, timm Mixup, AdamW. It also reports where the time goes
-(data / teacher / student forward+backward / optimizer), for the baseline and for deitctl's settings.
+Both train the same models on the same data: DeiT-Ti⚗ (deit_tiny_distilled_patch16_224) at 224 px on the
+real Fashion-MNIST (converted to 3 channels and scaled up by the augmentation), with the full DeiT
+augmentation (RandomResizedCrop, flip, RandAugment rand-m9-mstd0.5-inc1, Mixup 0.8 / CutMix 1.0 with label
+smoothing, random erasing 0.25) and hard distillation from a RegNetY teacher (default regnety_160, the
+paper's RegNetY-16GF; random weights, which speed does not depend on). The baseline is the loop a user
+writes by hand: fp32, eager, timm models, timm Mixup, torch AdamW, the teacher under no_grad, the same
+DataLoader. `deitctl train` runs with its defaults; the ablation turns its levers off one at a time.
 
-    python benchmarks/bench_train.py                 # ~5 min on 2 cores
-    python benchmarks/bench_train.py --samples 512 --repeats 3 --batch-size 64
+Model FLOP utilisation: per image 6 × student GMACs (forward + backward) + 2 × teacher GMACs (forward),
+× 1e9 × img/s, as a fraction of this machine's bf16 matmul peak, measured here (large square matmuls).
 
-Prints medians over repeats and the ratio ours / baseline; never run as a test (machines are noisy).
+    python benchmarks/bench_train.py                       # ~25 min on 2 cores
+    python benchmarks/bench_train.py --repeats 5 --ablation --teacher regnety_016
+
+Prints medians over interleaved repeats and ratios against the baseline; never run as a test.
 """
 
 from __future__ import annotations
@@ -23,55 +28,76 @@ from pathlib import Path
 
 import torch
 
-SETS = ["rand_augment=rand-m9-mstd0.5-inc1", "mixup=0.8", "cutmix=1.0", "reprob=0.25", "warmup_epochs=0",
-        "eval_every=0"]
+RECIPE = "deit-ti-distilled"  # Table 9 (224 px, full augmentation, hard distillation), with the sets below
+SETS = ["warmup_epochs=0", "eval_every=0", "repeated_aug=0", "eval_split=test"]
+LEVERS = {  # what turns each lever off (or, for compile_student, on)
+    "bf16 → fp32": "precision=fp32",
+    "teacher compile → eager": "compile=false",
+    "CPU math attention → fused SDPA": "attention=fused",
+    "fused AdamW → foreach": "fused_optimizer=false",
+    "student compile (opt-in) on": "compile_student=true",
+}
 
 
-def make_teacher(out: Path) -> Path:
+def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (2048, 3072, 4096), repeats: int = 5) -> float:
+    """FLOP/s of the best large square matmul: the ceiling MFU is measured against."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        best = max(best, 2 * n**3 / statistics.median(times))
+    return best
+
+
+def make_teacher(arch: str, out: Path) -> tuple[Path, float]:
     import timm
 
     from deitctl.modelref import save_model_dir
+    from deitctl.models import count_gmacs
 
-    save_model_dir(timm.create_model("resnet18", in_chans=1, num_classes=10), out, mean=(0.2860,), std=(0.3530,))
-    return out
+    model = timm.create_model(arch, num_classes=10)
+    save_model_dir(model, out, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    return out, count_gmacs(model, 224, 3)
 
 
-def run_deitctl(teacher: Path, samples: int, batch: int, workers: int, precision: str, tmp: Path) -> float:
-    """img/s of the second epoch of `deitctl train` (the first one warms up oneDNN kernels)."""
+def run_deitctl(teacher: Path, args: argparse.Namespace, tmp: Path, extra: tuple[str, ...] = ()) -> dict:
+    """The second epoch's metrics row of `deitctl train` (the first one compiles and warms up)."""
     from deitctl.runsetup import RunOptions
     from deitctl.train import train
 
     out = tmp / f"run-{time.time_ns()}"
-    sets = [*SETS, f"num_workers={workers}", f"precision={precision}"]
-    train("fashion-deit-ti-distilled", RunOptions(out=out, sets=sets, teacher=str(teacher), epochs=2,
-                                                  batch_size=batch, max_train_samples=samples, max_eval_samples=64))
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return rows[-1]["img_per_s"]
+    sets = [*SETS, f"num_workers={args.workers}", *extra]
+    train(RECIPE, RunOptions(out=out, sets=sets, dataset="fashion-mnist", teacher=str(teacher), epochs=2,
+                             batch_size=args.batch_size, max_train_samples=args.samples, max_eval_samples=32))
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
 
 
-def run_plain(teacher_dir: Path, samples: int, batch: int, workers: int, precision: str) -> tuple[float, dict]:
-    """The hand-written loop; returns img/s and seconds per phase, over one epoch after a warm-up epoch."""
+def run_plain(teacher_dir: Path, args: argparse.Namespace) -> tuple[float, dict[str, float]]:
+    """The hand-written loop; img/s and seconds per phase over the second of two epochs."""
     import timm
     import torch.nn.functional as F
-    from timm.data import Mixup
     from torch.utils.data import DataLoader
 
     from deitctl.data import load_split, subset
     from deitctl.recipes import load_recipe
     from deitctl.samples import collate, with_transform
-    from deitctl.transforms import train_transform
+    from deitctl.transforms import make_mixup, train_transform
 
-    recipe = load_recipe("fashion-deit-ti-distilled", SETS)
-    split = subset(load_split("fashion-mnist", "train"), samples, 0)
-    loader = DataLoader(with_transform(split, train_transform(recipe), 1), batch_size=batch, shuffle=True,
-                        drop_last=True, num_workers=workers, collate_fn=collate, persistent_workers=workers > 0)
-    student = timm.create_model("deit_tiny_distilled_patch16_224", img_size=28, patch_size=4, in_chans=1,
-                                num_classes=10, drop_path_rate=0.1)
+    recipe = load_recipe(RECIPE, SETS)
+    split = subset(load_split("fashion-mnist", "train"), args.samples, 0)
+    loader = DataLoader(with_transform(split, train_transform(recipe), 3), batch_size=args.batch_size, shuffle=True,
+                        drop_last=True, num_workers=args.workers, collate_fn=collate,
+                        persistent_workers=args.workers > 0)
+    student = timm.create_model("deit_tiny_distilled_patch16_224", num_classes=10, drop_path_rate=0.1)
     student.set_distilled_training(True)
     teacher = timm.create_model(f"local-dir:{teacher_dir}", pretrained=True).eval()
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=0.05)
-    mixup = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=10)
-    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    mixup = make_mixup(recipe, 10)
     phases = dict.fromkeys(("data", "teacher", "student fwd+bwd", "optimizer"), 0.0)
     seen, start = 0, 0.0
     for epoch in range(2):
@@ -82,13 +108,12 @@ def run_plain(teacher_dir: Path, samples: int, batch: int, workers: int, precisi
         for x, y in loader:
             x, y = mixup(x, y)
             t1 = time.perf_counter()
-            with torch.no_grad(), amp:
+            with torch.no_grad():
                 t_logits = teacher(x)
             t2 = time.perf_counter()
-            with amp:
-                cls, dist = student(x)
-                loss = 0.5 * torch.sum(-y * F.log_softmax(cls, -1), -1).mean() + 0.5 * F.cross_entropy(
-                    dist, t_logits.argmax(-1))
+            cls, dist = student(x)
+            loss = 0.5 * torch.sum(-y * F.log_softmax(cls, -1), -1).mean() + 0.5 * F.cross_entropy(
+                dist, t_logits.argmax(-1))
             loss.backward()
             t3 = time.perf_counter()
             opt.step()
@@ -101,38 +126,55 @@ def run_plain(teacher_dir: Path, samples: int, batch: int, workers: int, precisi
     return seen / (time.perf_counter() - start), phases
 
 
+def runs(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--samples", type=int, default=1536)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--teacher", default="regnety_160", help="timm RegNetY (or any) architecture for the teacher")
+    p.add_argument("--samples", type=int, default=192, help="images per epoch (two epochs per run)")
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--precision", default="auto", help="deitctl's precision (auto = bf16 where supported)")
+    p.add_argument("--ablation", action="store_true", help="also run deitctl with each lever switched")
     args = p.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    from deitctl.models import count_gmacs
+    from deitctl.models import create_by_name as create
+
+    peak = matmul_peak(torch.bfloat16)
+    student_gmacs = count_gmacs(create("deit_tiny_distilled_patch16_224", num_classes=10), 224, 3)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        teacher = make_teacher(tmp / "teacher")
-        ours, base, base_phases, ours_phases = [], [], [], []
-        for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
-            rate, phases = run_plain(teacher, args.samples, args.batch_size, args.workers, "fp32")
+        teacher, teacher_gmacs = make_teacher(args.teacher, tmp / "teacher")
+        base, ours, waits, phases = [], [], [], []
+        ablation: dict[str, list[float]] = {name: [] for name in LEVERS} if args.ablation else {}
+        for _ in range(args.repeats):  # interleaved, so drifting machine load hits every variant alike
+            rate, ph = run_plain(teacher, args)
             base.append(rate)
-            base_phases.append(phases)
-            ours.append(run_deitctl(teacher, args.samples, args.batch_size, args.workers, args.precision, tmp))
-            ours_phases.append(run_plain(teacher, args.samples, args.batch_size, args.workers, "bf16")[1])
+            phases.append(ph)
+            row = run_deitctl(teacher, args, tmp)
+            ours.append(row["img_per_s"])
+            waits.append(row["data_wait_s"] / row["epoch_time_s"])
+            for name, override in LEVERS.items() if args.ablation else ():
+                ablation[name].append(run_deitctl(teacher, args, tmp, (override,))["img_per_s"])
+    flop_per_img = (6 * student_gmacs + 2 * teacher_gmacs) * 1e9
     b, o = statistics.median(base), statistics.median(ours)
-    print(f"\nstudent DeiT-Ti⚗ (patch 4, 28 px) + ResNet-18 teacher, hard distillation, full augmentation, "
-          f"batch {args.batch_size}, {args.samples} samples, {torch.get_num_threads()} threads, {args.repeats} runs")
-    print(f"{'loop':34s} {'median img/s':>12s}   runs")
-    print(f"{'plain eager fp32 PyTorch + timm':34s} {b:12.1f}   {', '.join(f'{v:.1f}' for v in base)}")
-    print(f"{'deitctl train':34s} {o:12.1f}   {', '.join(f'{v:.1f}' for v in ours)}")
-    print(f"ratio deitctl / plain: {o / b:.2f}x\n")
-    print("where the time goes (median seconds per epoch, same loop instrumented):")
-    print(f"{'phase':18s} {'fp32 eager':>11s} {'bf16 (ours)':>12s}")
-    for key in base_phases[0]:
-        fp32 = statistics.median(ph[key] for ph in base_phases)
-        bf16 = statistics.median(ph[key] for ph in ours_phases)
-        print(f"{key:18s} {fp32:11.2f} {bf16:12.2f}")
+    print(f"\nDeiT-Ti⚗ (224 px, {student_gmacs:.3f} GMACs) + {args.teacher} teacher ({teacher_gmacs:.2f} GMACs), hard "
+          f"distillation, full DeiT augmentation, Fashion-MNIST, batch {args.batch_size}, {args.samples} images/epoch,"
+          f" {args.workers} loader worker(s), {torch.get_num_threads()} threads, medians of {args.repeats} runs")
+    print(f"bf16 matmul peak (measured): {peak / 1e9:.0f} GFLOP/s; {flop_per_img / 1e9:.2f} GFLOP per training image\n")
+    print("| loop | img/s (median) | × plain | MFU | runs |\n|---|---:|---:|---:|---|")
+    for name, values in (("plain eager fp32 PyTorch + timm", base), ("deitctl train (defaults)", ours),
+                         *((f"deitctl, {k}", v) for k, v in ablation.items())):
+        m = statistics.median(values)
+        print(f"| {name} | {m:.1f} | {m / b:.2f} | {100 * m * flop_per_img / peak:.1f} % | {runs(values)} |")
+    print(f"\nratio deitctl / plain: {o / b:.2f}×   MFU {100 * o * flop_per_img / peak:.1f} % "
+          f"(plain {100 * b * flop_per_img / peak:.1f} %)   deitctl's step waited for data "
+          f"{100 * statistics.median(waits):.1f} % of the epoch")
+    print("\nplain loop, where the time goes (median seconds per epoch):")
+    for key in phases[0]:
+        print(f"  {key:18s} {statistics.median(ph[key] for ph in phases):7.2f}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """``deitctl bench``: the paper's Table 10 columns measured on this machine.
 
-Throughput is images per second of the eval-mode forward pass under ``inference_mode``: a few
-warm-up passes (autotuning, lazy init, ``torch.compile``), then ``repeats`` timed runs whose
-median we report, so one hiccup does not move the number. Each timed run repeats the forward
-until it lasts long enough for the clock to be meaningful (a batch of one takes microseconds).
+Throughput is images per second of the eval-mode forward pass under ``inference_mode``, run exactly
+as ``deitctl eval`` runs it (``speed.predictor``: bf16/fp16 rows cast the model whole; ``--compile``
+compiles it with frozen weights): a few warm-up passes (autotuning, lazy init, compilation), then
+``repeats`` timed runs whose median we report, so one hiccup does not move the number. Each timed run
+repeats the forward until it lasts long enough for the clock to be meaningful.
 
 Peak memory: on a GPU, ``torch.cuda.max_memory_allocated`` (weights + activations, what the
 allocator handed out); on the CPU, the increase of the resident set over the run, sampled in a
@@ -13,6 +14,7 @@ background thread (the weights were already resident, so this is the activations
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import statistics
 import threading
@@ -25,6 +27,8 @@ from deitctl.errors import DeitctlError, UsageError
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from deitctl.modelref import LoadedModel
 
 T = TypeVar("T")
 # table header → row key: short headers so the table fits an 80-column terminal
@@ -51,61 +55,84 @@ def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{header: row[key] for header, key in TABLE.items()} for row in rows]
 
 
-def load_for_bench(ref: str, img_size: int | None = None) -> nn.Module:
+def load_for_bench(ref: str, img_size: int | None = None) -> LoadedModel:
     """A recipe's model (random weights: speed does not depend on them), or any model reference."""
+    from deitctl.modelref import LoadedModel, load_model
     from deitctl.recipes import is_recipe
 
     if is_recipe(ref):
         from deitctl.models import create_model
         from deitctl.recipes import load_recipe
 
-        return create_model(load_recipe(ref), img_size=img_size)
-    from deitctl.modelref import load_model
+        recipe = load_recipe(ref)
+        return LoadedModel(create_model(recipe, img_size=img_size), recipe.model, ref)
+    return load_model(ref, img_size=img_size)
 
-    return load_model(ref, img_size=img_size).model
+
+def counting_model(loaded: LoadedModel) -> nn.Module:
+    """The model to count parameters and GMACs on: itself, or for an ONNX file the architecture it was
+    exported from, rebuilt from its config on the meta device (shapes only)."""
+    if loaded.runtime == "torch":
+        return loaded.model
+    import torch
+
+    from deitctl.models import create_by_name
+
+    with torch.device("meta"):
+        return create_by_name(loaded.arch, **loaded.model_args)
 
 
 def run_bench(
     ref: str,
     batch_sizes: list[int],
-    precisions: list[str],
+    precisions: list[str] | None = None,
     img_size: int | None = None,
     compile_model: bool = False,
     repeats: int = 5,
     device: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (precision, batch size): img/s, ms per batch and peak memory, plus params and GMACs."""
+    """One row per (precision, batch size): img/s, ms per batch and peak memory, plus params and GMACs.
+
+    ``precisions`` default: fp32 and bf16 for a PyTorch model, fp32 for an ONNX file (its own precision).
+    """
     import torch
 
     from deitctl.evaluate import autocast
     from deitctl.models import count_gmacs, count_params, input_size
+    from deitctl.speed import predictor
 
     if repeats < 1:
         raise UsageError(f"--repeats must be at least 1 (got {repeats})")
     if any(b < 1 for b in batch_sizes):
         raise UsageError(f"--batch-sizes must be positive (got {', '.join(map(str, batch_sizes))})")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    for p in precisions:  # refuse fp16-on-CPU and typos before any slow work
+    for p in precisions or ():  # refuse fp16-on-CPU and typos before any slow work
         autocast(p, dev)
-    model = load_for_bench(ref, img_size).eval().to(dev)
-    channels, height, width = input_size(model)
+    loaded = load_for_bench(ref, img_size)
+    default = ["fp32", "bf16"] if loaded.runtime == "torch" else ["fp32"]
+    precisions = [loaded.check_runtime(p, compile_model) for p in precisions or default]
+    if loaded.runtime != "torch":
+        dev = torch.device("cpu")  # ONNX Runtime's CPU provider
+    model, counted = loaded.model.eval().to(dev), counting_model(loaded)
+    channels, height, width = input_size(counted)
     height, width = (img_size, img_size) if img_size else (height, width)
     common = {
         "model": ref,
-        "params": count_params(model),
-        "params_m": round(count_params(model) / 1e6, 2),
-        "gmacs": round(count_gmacs(model, height, channels), 4),
+        "params": count_params(counted),
+        "params_m": round(count_params(counted) / 1e6, 2),
+        "gmacs": round(count_gmacs(counted, height, channels), 4),
         "img_size": height,
         "device": _device_name(dev),
+        "runtime": loaded.runtime,
         "compile": compile_model,
     }
-    forward = _compiled(model) if compile_model else model
     rows = []
     for precision in precisions:
-        for batch in batch_sizes:
+        for batch in batch_sizes:  # a fresh copy per row: a compiled model is specialised to its batch size
+            forward = predictor(copy.deepcopy(model), precision, dev, compile_model)
             x = torch.randn(batch, channels, height, width, device=dev)
             peak = PeakMemory(dev)
-            seconds = time_forward(forward, x, lambda p=precision: autocast(p, dev), repeats, dev, timed_phase=peak)
+            seconds = time_forward(forward, x, contextlib.nullcontext, repeats, dev, timed_phase=peak)
             rows.append({"batch_size": batch, "precision": precision, "img_per_s": round(batch / seconds, 2),
                          "ms_per_batch": round(seconds * 1e3, 3), "peak_mem_mb": round(peak.mib, 1), **common})
     return rows
@@ -147,15 +174,6 @@ def time_forward(
     iterations = max(1, math.ceil(MIN_RUN_S / max(one, 1e-9)))
     with timed_phase or contextlib.nullcontext():
         return statistics.median([run(iterations) for _ in range(repeats)])
-
-
-def _compiled(model: nn.Module) -> Callable[[torch.Tensor], Any]:
-    import torch
-
-    try:
-        return torch.compile(model)
-    except Exception as e:
-        raise DeitctlError(f"torch.compile is unavailable here ({type(e).__name__}: {e}); run without --compile") from None
 
 
 def _device_name(device: torch.device) -> str:

@@ -32,6 +32,8 @@ app.add_typer(data_app, name="data")
 _debug = bool(os.environ.get("DEITCTL_DEBUG"))
 
 SET_HELP = "Override a recipe key, e.g. --set lr=1e-3 --set model_args.depth=2 (repeatable)."
+TRAIN_PRECISION_HELP = "auto (bf16 where the hardware has it), fp32, bf16 or fp16; the recipe's precision key."
+NO_COMPILE_HELP = "Do not torch.compile the teacher or the student (recipe keys compile, compile_student)."
 JSON_HELP = "Print machine-readable JSON on stdout."
 
 
@@ -128,6 +130,8 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     image_column: str | None = typer.Option(None, "--image-column"),
     label_column: str | None = typer.Option(None, "--label-column"),
+    precision: str | None = typer.Option(None, "--precision", help=TRAIN_PRECISION_HELP),
+    no_compile: bool = typer.Option(False, "--no-compile", help=NO_COMPILE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
     """Train (and distill) a model from a recipe, on CPU, one GPU or many (under `accelerate launch`)."""
@@ -136,7 +140,7 @@ def train(
     opts = RunOptions(out=out, sets=sets, dataset=dataset, teacher=teacher, epochs=epochs, batch_size=batch_size,
                       per_device_batch=per_device_batch, max_train_samples=max_train_samples,
                       max_eval_samples=max_eval_samples, image_column=image_column, label_column=label_column,
-                      resume=resume, overwrite=overwrite)
+                      resume=resume, overwrite=overwrite, precision=precision, no_compile=no_compile)
     _run_training(recipe, opts, as_json)
 
 
@@ -167,6 +171,8 @@ def finetune(
     overwrite: bool = typer.Option(False, "--overwrite"),
     image_column: str | None = typer.Option(None, "--image-column"),
     label_column: str | None = typer.Option(None, "--label-column"),
+    precision: str | None = typer.Option(None, "--precision", help=TRAIN_PRECISION_HELP),
+    no_compile: bool = typer.Option(False, "--no-compile", help=NO_COMPILE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fine-tune a trained model on a new dataset or resolution (heads reset, position embeddings resized)."""
@@ -175,7 +181,8 @@ def finetune(
     opts = RunOptions(out=out, sets=sets, dataset=dataset, teacher=teacher, init_from=init_from, epochs=epochs,
                       batch_size=batch_size, img_size=img_size, per_device_batch=per_device_batch,
                       max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
-                      image_column=image_column, label_column=label_column, resume=resume, overwrite=overwrite)
+                      image_column=image_column, label_column=label_column, resume=resume, overwrite=overwrite,
+                      precision=precision, no_compile=no_compile)
     _run_training(finetune_recipe(recipe, dataset), opts, as_json)
 
 
@@ -186,7 +193,8 @@ def eval_(
     dataset: str | None = typer.Option(None, "--dataset", help="Dataset (default: the run's)."),
     split: str | None = typer.Option(None, "--split", help="Split (default: the recipe's eval split)."),
     batch_size: int = typer.Option(128, "--batch-size"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware has it), fp32, bf16 or fp16."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model (weights frozen in) first."),
     ema: bool = typer.Option(False, "--ema", help="Evaluate the EMA weights of a run."),
     max_samples: int | None = typer.Option(None, "--max-samples", help="Evaluate a fixed, seeded subset."),
     per_class: bool = typer.Option(False, "--per-class", help="Also report per-class accuracy."),
@@ -201,7 +209,7 @@ def eval_(
     from deitctl.evaluate import run_eval
 
     result = run_eval(model, dataset, split, batch_size, precision, ema, max_samples, per_class,
-                      str(confusion) if confusion else None, image_column, label_column, num_workers)
+                      str(confusion) if confusion else None, image_column, label_column, num_workers, compile_)
     if result is None:  # not the main process of a multi-process run
         return
     if as_json:
@@ -217,7 +225,8 @@ def eval_(
 def bench(
     model: str = typer.Argument(..., help="Model reference, recipe name or timm model name."),
     batch_sizes: str = typer.Option("1,32", "--batch-sizes", help="Comma-separated batch sizes."),
-    precision: str = typer.Option("fp32,bf16", "--precision", help="Comma-separated: fp32, bf16, fp16."),
+    precision: str | None = typer.Option(None, "--precision", help="Comma-separated: fp32, bf16, fp16 "
+                                         "(default fp32,bf16; an ONNX model runs fp32 only)."),
     img_size: int | None = typer.Option(None, "--img-size"),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model first."),
     repeats: int = typer.Option(5, "--repeats", help="Timed runs; the median is reported."),
@@ -227,9 +236,11 @@ def bench(
     from deitctl.bench import parse_list, run_bench, table_rows
     from deitctl.console import emit_json, print_table
 
-    rows = run_bench(model, parse_list(batch_sizes, int, "--batch-sizes"), parse_list(precision, str, "--precision"),
-                     img_size=img_size, compile_model=compile_, repeats=repeats)
-    emit_json(rows) if as_json else print_table(table_rows(rows), title=f"{Path(model).name} on {rows[0]['device']}")
+    precisions = parse_list(precision, str, "--precision") if precision else None
+    rows = run_bench(model, parse_list(batch_sizes, int, "--batch-sizes"), precisions, img_size=img_size,
+                     compile_model=compile_, repeats=repeats)
+    title = f"{Path(model).name} on {rows[0]['device']} ({rows[0]['runtime']})"
+    emit_json(rows) if as_json else print_table(table_rows(rows), title=title)
 
 
 # ------------------------------------------------------------------------------------ export/hub
@@ -243,19 +254,28 @@ def export(
     tolerance: float = typer.Option(1e-4, "--tolerance", help="Parity check: max abs logit difference allowed."),
     dataset: str | None = typer.Option(None, "--dataset", help="Check parity on real images of this dataset too."),
     split: str = typer.Option("test", "--split", help="Split of --dataset to take images from."),
+    quantize: str | None = typer.Option(None, "--quantize", help="int8: an ONNX file for ONNX Runtime on CPUs "
+                                        "(int8 weights, dynamic int8 activations)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Export a model: timm-loadable safetensors, ONNX or transformers, each parity-checked against PyTorch."""
     from deitctl.console import emit_json, log, print_table
     from deitctl.export import export_model
 
-    result = export_model(model, fmt, out, ema, overwrite, tolerance, dataset, split)
+    result = export_model(model, fmt, out, ema, overwrite, tolerance, dataset, split, quantize)
     if as_json:
         emit_json(result.as_dict())
         return
     log(f"{result.format} export written to {result.path} ({', '.join(result.files)}); "
         f"checked with {result.verified_with or 'nothing'}")
-    print_table([{"inputs": k, "max_abs_diff": v, "tolerance": result.tolerance} for k, v in result.max_abs_diff.items()])
+    rows = [{"inputs": k, "max_abs_diff": v, "tolerance": result.tolerance} for k, v in result.max_abs_diff.items()]
+    if result.relative_diff:  # int8: the float graph met --tolerance; the file is held to a relative bound
+        from deitctl.export import INT8_RELATIVE_TOLERANCE
+
+        rows = [{"inputs": k, "float diff": result.float_max_abs_diff[k], "int8 diff": v,
+                 "int8 relative": result.relative_diff[k], "bound": INT8_RELATIVE_TOLERANCE}
+                for k, v in result.max_abs_diff.items()]
+    print_table(rows)
 
 
 @app.command()

@@ -70,6 +70,8 @@ def evaluate(
     per_class: bool = False,
     *,
     show_progress: bool = False,
+    frozen: bool = False,
+    compile_model: bool = False,
 ) -> dict[str, Any]:
     """Percent top-1/top-5 (top-min(5, classes)), mean cross-entropy and the sample count.
 
@@ -77,15 +79,24 @@ def evaluate(
     Distilled models add ``top1_cls`` and ``top1_dist``; ``per_class`` adds ``per_class_correct``,
     ``per_class_total`` and ``confusion`` (rows: true class, columns: predicted). The model's
     train/eval mode is restored afterwards, so the training loop can call this between epochs.
+
+    ``frozen``: the model will not train again (``deitctl eval``), so it is cast to the precision
+    whole and, with ``compile_model``, compiled with its weights folded in (``speed.predictor``);
+    otherwise (between training epochs) it runs under autocast and is left as it was.
     """
     import torch
     import torch.nn.functional as F
 
     from deitctl.models import is_distilled
+    from deitctl.speed import predictor
 
     net = accelerator.unwrap_model(model) if accelerator is not None else model
-    device = accelerator.device if accelerator is not None else next(net.parameters()).device
+    device = accelerator.device if accelerator is not None else device_of(net)
     amp = autocast(precision, device)  # validate before the first batch
+    if frozen:
+        amp, forward = contextlib.nullcontext(), predictor(net, precision, device, compile_model)
+    else:
+        forward = lambda x: head_logits(net, x)  # noqa: E731
     classes = num_classes or getattr(net, "num_classes", None)
     was_training = net.training
     net.eval()
@@ -97,7 +108,7 @@ def evaluate(
         for images, labels in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with amp:
-                fused, cls, dist = head_logits(net, images)
+                fused, cls, dist = forward(images)
             classes = classes or fused.shape[1]
             _check_labels(labels, classes)
             k = min(5, classes)
@@ -116,6 +127,13 @@ def evaluate(
             advance(len(images))
     net.train(was_training)
     return _summary(totals, confusion, time.perf_counter() - start, distilled=is_distilled(net))
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model's weights are (the CPU for a weightless ONNX Runtime model)."""
+    import torch
+
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _check_labels(labels: torch.Tensor, classes: int) -> None:
@@ -268,7 +286,7 @@ def run_eval(
     dataset: str | None = None,
     split: str | None = None,
     batch_size: int = 128,
-    precision: str = "fp32",
+    precision: str = "auto",
     ema: bool = False,
     max_samples: int | None = None,
     per_class: bool = False,
@@ -276,11 +294,13 @@ def run_eval(
     image_column: str | None = None,
     label_column: str | None = None,
     num_workers: int = 2,
+    compile_model: bool = False,
 ) -> dict[str, Any] | None:
     """``deitctl eval``: load, check the model fits the data, evaluate, optionally plot.
 
     Runs under ``accelerate launch`` / ``torchrun`` too (each process evaluates a shard); only the
-    main process gets the result, the others get None.
+    main process gets the result, the others get None. ``precision="auto"`` is bf16 where the
+    hardware computes it natively (top-1 within 0.1 point of fp32: docs/performance.md), else fp32.
     """
     from pathlib import Path
 
@@ -296,6 +316,7 @@ def run_eval(
     if ema and not Path(model_ref).is_dir():
         raise UsageError("--ema needs a run directory (the EMA weights live in model_ema.safetensors)")
     loaded = load_model(model_ref, ema=ema)
+    precision = loaded.check_runtime(precision, compile_model)
     data = load_split(dataset, split, image_column, label_column)
     if loaded.num_classes != data.num_classes:
         raise UsageError(
@@ -308,20 +329,25 @@ def run_eval(
             "accuracy assumes both list the classes in the same order")
     accelerator = _accelerator()
     loader = build_eval_loader(data, loaded.data_config, batch_size, num_workers, max_samples)
+    import torch
+
+    from deitctl.speed import resolve_precision
+
     model = loaded.model
     if accelerator is not None:
         model, loader = model.to(accelerator.device), accelerator.prepare(loader)
     else:
-        import torch
-
         model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(precision, device_of(model))
     metrics = evaluate(model, loader, accelerator, precision, data.num_classes,
-                       per_class=per_class or confusion_png is not None, show_progress=True)
+                       per_class=per_class or confusion_png is not None, show_progress=True, frozen=True,
+                       compile_model=compile_model)
     if not _is_main(accelerator):
         return None
     matrix = metrics.pop("confusion", None)
     correct, total = metrics.pop("per_class_correct", None), metrics.pop("per_class_total", None)
-    result = {"model": model_ref, "dataset": dataset, "split": split, **metrics, "precision": precision, "ema": ema}
+    result = {"model": model_ref, "dataset": dataset, "split": split, **metrics, "precision": precision, "ema": ema,
+              "compile": compile_model, "runtime": loaded.runtime}
     if per_class and correct is not None:
         result["per_class"] = {name: (100.0 * c / t if t else None) for name, c, t in zip(data.class_names, correct, total, strict=True)}
     if confusion_png and matrix is not None:

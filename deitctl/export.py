@@ -8,18 +8,14 @@ temporary directory and only moved into place once every check passed).
 
   * ``safetensors``: timm's own ``config.json`` + ``model.safetensors``; checked by rebuilding the
     model with plain ``timm.create_model("local-dir:OUT", pretrained=True)``.
-  * ``onnx``: ``model.onnx`` (fixed resolution, dynamic batch, input ``pixel_values``, output
-    ``logits``; a distilled model exports the fused prediction, the mean of both heads) + the timm
-    ``config.json`` (labels, mean/std); checked with ONNX Runtime at two batch sizes.
+  * ``onnx``: ``model.onnx`` + the timm ``config.json`` (labels, mean/std), see
+    :mod:`deitctl.export_onnx` (portable fp32, or int8 for ONNX Runtime on CPUs with ``--quantize int8``);
+    checked with ONNX Runtime at two batch sizes.
   * ``transformers``: see :mod:`deitctl.export_transformers`; checked with transformers when installed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,8 +32,7 @@ if TYPE_CHECKING:
     from deitctl.modelref import LoadedModel
 
 FORMATS = ("safetensors", "onnx", "transformers")
-ONNX_FILE = "model.onnx"
-ONNX_OPSET = 18  # the first opset torch's exporter implements natively (no version conversion)
+INT8_RELATIVE_TOLERANCE = 0.1  # an int8 file may differ by 10 % of the largest |logit|: catches broken files only
 
 
 @dataclass
@@ -48,6 +43,9 @@ class ExportResult:
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # per input set
     tolerance: float = 0.0
     verified_with: str = ""
+    quantize: str | None = None
+    float_max_abs_diff: dict[str, float] | None = None  # int8: the float graph, checked at ``tolerance``
+    relative_diff: dict[str, float] | None = None  # int8: max |Δlogit| / max |logit|, checked at 10 %
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,10 +60,18 @@ def export_model(
     tolerance: float = 1e-4,
     dataset: str | None = None,
     split: str = "test",
+    quantize: str | None = None,
 ) -> ExportResult:
-    """Load any model reference, write it as ``fmt`` into ``out`` and verify it; raise when it differs."""
+    """Load any model reference, write it as ``fmt`` into ``out`` and verify it; raise when it differs.
+
+    ``quantize="int8"`` (ONNX only): the float graph is checked at ``tolerance`` before quantization;
+    the int8 file, whose logits legitimately differ by a few percent, is checked for a relative
+    difference under ``INT8_RELATIVE_TOLERANCE`` (a broken file, not rounding, fails that).
+    """
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    if quantize and fmt != "onnx":
+        raise UsageError(f"--quantize applies to --format onnx only (not {fmt})")
     if tolerance < 0:
         raise UsageError(f"--tolerance must be >= 0 (got {tolerance})")
     if out.exists() and not overwrite:
@@ -74,13 +80,26 @@ def export_model(
 
     loaded = load_model(ref, ema=ema)
     inputs = parity_inputs(loaded, dataset, split)
-    writer = {"safetensors": _write_safetensors, "onnx": _write_onnx, "transformers": _write_transformers}[fmt]
+    result = ExportResult(fmt, str(out), [], tolerance=tolerance, quantize=quantize)
+
+    def check_float(runner: Runner) -> None:
+        result.float_max_abs_diff = compare(loaded.model, runner, inputs)
+        check_parity(result.float_max_abs_diff, tolerance, f"{fmt} (float graph)")
+
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        candidate, verified_with = writer(loaded, tmp)
-        diffs = compare(loaded.model, candidate, inputs) if candidate else {}
-        check_parity(diffs, tolerance, fmt)
-        files = sorted(p.name for p in tmp.iterdir())
-    return ExportResult(fmt, str(out), files, diffs, tolerance, verified_with)
+        if fmt == "onnx":
+            candidate, result.verified_with = _write_onnx(loaded, tmp, quantize, check_float)
+        else:
+            writer = {"safetensors": _write_safetensors, "transformers": _write_transformers}[fmt]
+            candidate, result.verified_with = writer(loaded, tmp)
+        result.max_abs_diff = compare(loaded.model, candidate, inputs) if candidate else {}
+        if quantize:
+            result.relative_diff = compare(loaded.model, candidate, inputs, relative=True)
+            check_parity(result.relative_diff, INT8_RELATIVE_TOLERANCE, f"{fmt} {quantize} (relative)")
+        else:
+            check_parity(result.max_abs_diff, tolerance, fmt)
+        result.files = sorted(p.name for p in tmp.iterdir())
+    return result
 
 
 # --------------------------------------------------------------------------------------- writers
@@ -98,34 +117,11 @@ def _write_safetensors(loaded: LoadedModel, out: Path) -> tuple[Runner, str]:
     return rebuilt, f"timm {timm.__version__} (local-dir:)"
 
 
-def _write_onnx(loaded: LoadedModel, out: Path) -> tuple[Runner, str]:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UsageError("ONNX export needs onnx and onnxruntime: pip install 'deitctl[onnx]'") from None
-    import torch
+def _write_onnx(loaded: LoadedModel, out: Path, quantize: str | None = None, check_float: Any = None
+                ) -> tuple[Runner, str]:
+    from deitctl.export_onnx import write_onnx
 
-    model = exportable_copy(loaded.model)
-    c, h, w = _input_size(loaded)
-    example = torch.zeros(2, c, h, w)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    with _quiet():
-        try:
-            program = torch.onnx.export(
-                model, (example,), None, input_names=["pixel_values"], output_names=["logits"],
-                opset_version=ONNX_OPSET, dynamo=True, verbose=False, dynamic_shapes=({0: batch},),
-            )
-        except Exception as e:  # the exporter raises many kinds; the message is what the user needs
-            raise DeitctlError(f"ONNX export of {loaded.arch} failed: {_first_line(e)}; "
-                               "re-run with --debug for details") from e
-        program.save(str(out / ONNX_FILE))
-    _write_config(loaded, out)
-    session = ort.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"pixel_values": x.numpy()})[0])
-
-    return run, f"onnxruntime {ort.__version__}"
+    return write_onnx(loaded, out, quantize, check_float)
 
 
 def _write_transformers(loaded: LoadedModel, out: Path) -> tuple[Runner | None, str]:
@@ -139,41 +135,6 @@ def _write_transformers(loaded: LoadedModel, out: Path) -> tuple[Runner | None, 
     import transformers
 
     return (lambda x: model(pixel_values=x).logits), f"transformers {transformers.__version__}"
-
-
-def _write_config(loaded: LoadedModel, out: Path) -> None:
-    """timm's config.json beside a non-timm file: label names and preprocessing travel with the model."""
-    from timm.models._hub import save_config_for_hf
-
-    dc = {k: loaded.data_config[k] for k in ("mean", "std", "crop_pct") if k in loaded.data_config}
-    model_config: dict[str, Any] = {"pretrained_cfg": {"tag": "deitctl", "license": "apache-2.0"}}
-    if loaded.label_names:
-        model_config["label_names"] = list(loaded.label_names)
-    save_config_for_hf(loaded.model, str(out / "config.json"), model_config=model_config, data_config=dc)
-
-
-def exportable_copy(model: nn.Module) -> nn.Module:
-    """A copy with timm's plain attention (what ``exportable=True`` selects): portable to every runtime."""
-    clone = copy.deepcopy(model).eval()
-    for module in clone.modules():
-        if hasattr(module, "fused_attn"):
-            module.fused_attn = False
-    return clone
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The exporter prints progress on stdout and logs warnings; keep stdout clean for ``--json``."""
-    import warnings
-
-    level = logging.getLogger("torch.onnx").level
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.getLogger("torch.onnx").setLevel(level)
 
 
 # ---------------------------------------------------------------------------------------- parity
@@ -240,18 +201,21 @@ def _dataset_images(dataset: str, split: str, channels: int, n: int) -> list:
     return [decode_image(v, mode, i) for i, v in enumerate(part.dataset[part.image_column])]
 
 
-def compare(reference: nn.Module, candidate: Runner, inputs: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Max absolute logit difference per input set (each set also run one sample at a time: batch 1)."""
+def compare(reference: nn.Module, candidate: Runner, inputs: dict[str, torch.Tensor],
+            relative: bool = False) -> dict[str, float]:
+    """Max absolute logit difference per input set (each set also run one sample at a time: batch 1);
+    ``relative``: divided by the largest absolute logit of the reference."""
     import torch
 
     diffs: dict[str, float] = {}
     with torch.no_grad():
         for name, x in inputs.items():
-            want = reference(x)
-            got = torch.cat([candidate(x[:1]), candidate(x[1:])])  # two batch sizes: dynamic batch works
+            want = reference(x).float()
+            got = torch.cat([candidate(x[:1]), candidate(x[1:])]).float()  # two batch sizes: dynamic batch works
             if got.shape != want.shape:
                 raise DeitctlError(f"exported model returns shape {tuple(got.shape)}, PyTorch {tuple(want.shape)}")
-            diffs[name] = float((got.float() - want.float()).abs().max())
+            diff = (got - want).abs().max()
+            diffs[name] = float(diff / want.abs().max().clamp_min(1e-12) if relative else diff)
     return diffs
 
 
@@ -263,8 +227,3 @@ def check_parity(diffs: dict[str, float], tolerance: float, fmt: str) -> None:
             f"{fmt} export differs from PyTorch by {diffs[worst]:.3g} on {worst} inputs (--tolerance {tolerance:g}); "
             "nothing was written — raise --tolerance if this difference is acceptable"
         )
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__

@@ -6,6 +6,7 @@ A run directory is a model directory plus ``recipe.yaml``, metrics and checkpoin
 
 References, in the order they are tried:
   * a directory holding ``config.json`` + ``model.safetensors`` (run or model directory),
+  * a directory holding ``config.json`` + ``model.onnx`` (``deitctl export --format onnx``), run by ONNX Runtime,
   * ``ARCH:path.pth`` or ``path.pth`` — a legacy state dict (raw, or the authors' ``{"model": ...}``),
     read with ``torch.load(weights_only=True)``; DeiT architectures are inferred from the tensors,
   * ``org/name[@revision]`` — a Hub repo (downloaded as safetensors; no remote code, ever),
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "model_ema.safetensors"
+ONNX = "model.onnx"  # beside CONFIG in an ONNX export (deitctl/onnxrun.py)
 _REPO_RE = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
 
 
@@ -41,6 +43,16 @@ class LoadedModel:
     data_config: dict[str, Any] = field(default_factory=dict)  # input_size, mean, std, crop_pct, interpolation
     model_args: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None  # local directory, when there is one
+    runtime: str = "torch"  # or "onnxruntime[-int8]": an exported file that runs in the precision it was exported with
+
+    def check_runtime(self, precision: str, compile_model: bool) -> str:
+        """The precision to run at: an ONNX file fixes its own, so only auto/fp32 and no compile are accepted."""
+        if self.runtime == "torch":
+            return precision
+        if precision not in ("auto", "fp32") or compile_model:
+            raise UsageError(f"{self.source} is an ONNX model: it runs in the precision it was exported with "
+                             "(fp32 in, fp32 out); drop --precision/--compile, or pass the PyTorch model")
+        return "fp32"
 
     @property
     def num_classes(self) -> int:
@@ -49,6 +61,10 @@ class LoadedModel:
 
 def is_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
+
+
+def _is_onnx_dir(path: Path) -> bool:
+    return (path / ONNX).is_file() and (path / CONFIG).is_file()
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -220,6 +236,13 @@ def load_model(
     ``overrides`` are extra ``timm.create_model`` arguments (e.g. ``drop_path_rate`` when fine-tuning).
     """
     path = Path(ref)
+    if path.is_dir() and not is_model_dir(path) and _is_onnx_dir(path):
+        from deitctl.onnxrun import load_onnx_dir
+
+        if num_classes or img_size or ema or overrides:
+            raise UsageError(f"{path} holds an ONNX export, which runs as exported: it cannot be adapted to other "
+                             "classes or sizes, nor trained; use the PyTorch model it was exported from")
+        return load_onnx_dir(path)
     if path.is_dir():
         if not is_model_dir(path):
             raise UsageError(f"{path}: not a model or run directory (needs {CONFIG} and {WEIGHTS}); "

@@ -83,9 +83,15 @@ class Recipe(BaseModel):
 
     # run mechanics
     seed: int = 0
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware has it
     checkpoint_every: int = Field(0, ge=0)  # optimizer steps between mid-epoch checkpoints; 0 = per epoch only
     eval_every: int = Field(1, ge=0)  # epochs between evaluations; 0 = only at the end
+
+    # speed levers (deitctl/speed.py): none changes what is computed beyond rounding; each can be turned off
+    compile: bool = True  # torch.compile the frozen teacher (weights folded in)
+    compile_student: bool = False  # torch.compile the student's training step
+    attention: Literal["auto", "fused", "math"] = "auto"  # auto: math when training on a CPU, fused elsewhere
+    fused_optimizer: bool = True  # AdamW's fused kernel
 
     @property
     def effective_lr(self) -> float:

@@ -41,11 +41,15 @@ class RunOptions:
     resume: Path | None = None
     overwrite: bool = False
     cpu: bool = False
+    precision: str | None = None
+    no_compile: bool = False
 
     def recipe_overrides(self) -> list[str]:
         flags = {"dataset": self.dataset, "teacher": self.teacher, "init_from": self.init_from,
-                 "epochs": self.epochs, "batch_size": self.batch_size, "img_size": self.img_size}
-        return [*self.sets, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+                 "epochs": self.epochs, "batch_size": self.batch_size, "img_size": self.img_size,
+                 "precision": self.precision}
+        off = ["compile=false", "compile_student=false"] if self.no_compile else []
+        return [*self.sets, *(f"{k}={v}" for k, v in flags.items() if v is not None), *off]
 
 
 _RUN_FILE = "run.json"  # the RunOptions that shape the data (sample caps, columns), for --resume
@@ -117,11 +121,13 @@ def make_optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.O
     """AdamW (or SGD) with no weight decay on position embeddings, class/distillation tokens, norms and biases.
 
     timm's factory reads ``model.no_weight_decay()`` (pos_embed, cls_token, dist_token) and exempts
-    every 1-D parameter (norm weights, biases) — exactly the authors' grouping.
+    every 1-D parameter (norm weights, biases) — exactly the authors' grouping. ``fused_optimizer``
+    selects torch's fused AdamW kernel (the same update, one pass over all parameters).
     """
     from timm.optim import create_optimizer_v2
 
-    extra = {"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {"eps": recipe.opt_eps}
+    extra = {"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {"eps": recipe.opt_eps,
+                                                                            "fused": recipe.fused_optimizer or None}
     return create_optimizer_v2(model, opt="adamw" if recipe.optimizer == "adamw" else "momentum", lr=lr,
                                weight_decay=recipe.weight_decay, **extra)
 

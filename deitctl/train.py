@@ -48,32 +48,25 @@ def lr_at(step: int, total: int, warmup: int, recipe: Recipe, peak: float) -> fl
     return recipe.min_lr + 0.5 * (peak - recipe.min_lr) * (1 + math.cos(math.pi * min(1.0, progress_)))
 
 
-def resolve_precision(precision: str) -> str:
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-
-
 def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
     """Run (or resume) a training run; returns the final summary (also written to summary.json)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from deitctl import speed
     from deitctl.data import load_split, subset
     from deitctl.evaluate import build_eval_loader, evaluate
     from deitctl.models import count_gmacs, count_params, is_distilled
     from deitctl.sampler import RepeatAugSampler
     from deitctl.samples import collate, with_transform
     from deitctl.teacher import load_teacher
-    from deitctl.trainloader import build_train_loader
+    from deitctl.trainloader import WaitTimer, build_train_loader
     from deitctl.transforms import make_mixup, train_transform
 
     recipe, run_dir, resume_from = resolve_run(recipe_ref, opts)
-    precision = resolve_precision(recipe.precision)
     _fresh_accelerate_state()
     cpu = opts.cpu or not torch.cuda.is_available()  # accelerate only forms a CPU process group when told
+    precision = speed.resolve_precision(recipe.precision, torch.device("cpu" if cpu else "cuda"))
     accel = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=cpu)
     world, rank, main = accel.num_processes, accel.process_index, accel.is_main_process
     micro, accum = batch_plan(recipe.batch_size, world, opts.per_device_batch)
@@ -102,6 +95,8 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
 
     # ---- model, teacher, optimizer
     model = build_model(recipe, num_classes)
+    attention = speed.resolve_attention(recipe.attention, accel.device)
+    speed.set_attention(model, attention)
     distilled_model = is_distilled(model)
     if recipe.is_distilled and not distilled_model:
         raise UsageError(f"{recipe.distillation_type} distillation needs a model with a distillation token, "
@@ -115,7 +110,8 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
     if recipe.is_distilled:
         if not recipe.teacher:
             raise UsageError("distillation needs a teacher: pass --teacher MODEL or --set teacher=...")
-        teacher = load_teacher(recipe.teacher, num_classes, recipe.in_chans, recipe.mean, recipe.std).to(accel.device)
+        teacher = load_teacher(recipe.teacher, num_classes, recipe.in_chans, recipe.mean, recipe.std)
+        teacher.prepare(accel.device, precision, recipe.compile)
     params, gmacs = count_params(model), count_gmacs(model, recipe.img_size, recipe.in_chans)
     optimizer = make_optimizer(model, recipe, peak_lr)
     ema = None
@@ -132,9 +128,16 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
         if ema is not None and "ema" in saved:
             ema.load_state_dict(saved["ema"])
         state = TrainState(**saved["trainer"])
+    if recipe.compile_student:
+        speed.compile_in_place(model)
     model, optimizer = accel.prepare(model, optimizer)
     if ema is not None:
         ema.to(accel.device)
+    example = torch.zeros(micro, recipe.in_chans, recipe.img_size, recipe.img_size, device=accel.device)
+    if teacher is not None and recipe.compile:
+        speed.first_call(teacher.model, lambda: teacher(example), "teacher")
+    if recipe.compile_student:
+        speed.first_call(accel.unwrap_model(model), lambda: _warm_up_step(model, optimizer, example, accel), "student")
 
     total_steps, warmup_steps = steps_per_epoch * recipe.epochs, round(recipe.warmup_epochs * steps_per_epoch)
     runlog = RunLog(run_dir, main, state.history)
@@ -143,7 +146,9 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
             f"  |  data {recipe.dataset}: {len(train_split)} train / {len(eval_split)} eval, {num_classes} classes")
         log(f"processes {world} × micro-batch {micro} × accumulation {accum} = global batch {recipe.batch_size}  |  "
             f"lr {recipe.lr:g} × {recipe.batch_size}/{recipe.lr_base_batch} = {peak_lr:.3g}  |  precision {precision}  "
-            f"|  distillation {recipe.distillation_type}" + (f" from {recipe.teacher}" if teacher is not None else "")
+            f"|  distillation {recipe.distillation_type}" + (f" from {recipe.teacher}" if teacher is not None else ""))
+        log(f"speed: attention {attention}  |  compile teacher {recipe.compile and teacher is not None}, student "
+            f"{recipe.compile_student}  |  fused optimizer {recipe.fused_optimizer}  |  data workers {recipe.num_workers}"
             + (f"  |  resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if resume_from else ""))
 
     def save_checkpoint() -> None:
@@ -163,7 +168,7 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
                                  completed=state.step_in_epoch * recipe.batch_size, info="")
             model.train()
             loss_sum, loss_count, seen, t0 = torch.zeros((), device=accel.device), 0, 0, time.perf_counter()
-            batches = iter(train_loader)  # workers start here; restore the RNG after, as the original run had it
+            batches = WaitTimer(iter(train_loader))  # workers start here; restore the RNG after, as the original run had it
             if rng is not None:
                 checkpoint.set_rng_state(rng)
                 rng = None
@@ -174,10 +179,10 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
                 if mixup is not None:
                     images, targets = mixup(images, targets)
                 sync = (micro_step + 1) % accum == 0
+                teacher_logits = teacher(images) if teacher is not None else None  # in its own precision
                 with contextlib.nullcontext() if sync else accel.no_sync(model):
                     with accel.autocast():
                         outputs = model(images)
-                        teacher_logits = teacher(images) if teacher is not None else None
                         loss = distillation_loss(outputs, targets, teacher_logits, **loss_kwargs)
                     accel.backward(loss / accum)
                 loss_sum += loss.detach().float()
@@ -214,10 +219,12 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
             train_loss = accel.reduce(loss_sum / max(1, loss_count), "mean").item()
             row: dict[str, Any] = {"epoch": epoch + 1, "step": state.global_step, "train_loss": train_loss,
                                    "lr": optimizer.param_groups[0]["lr"], "img_per_s": seen * world / epoch_time,
-                                   "epoch_time_s": epoch_time}
+                                   "epoch_time_s": epoch_time, "data_wait_s": batches.waited_s}
             last = epoch + 1 == recipe.epochs
             if last or (recipe.eval_every and (epoch + 1) % recipe.eval_every == 0):
-                row["eval"] = evaluate(model, eval_loader, accel, "bf16" if precision == "bf16" else "fp32", num_classes)
+                with speed.eager(accel.unwrap_model(model)):  # a compiled step would compile again for eval mode
+                    row["eval"] = evaluate(model, eval_loader, accel, "bf16" if precision == "bf16" else "fp32",
+                                           num_classes)
                 model.train()
             runlog.add_epoch(row)
             state.history = runlog.history
@@ -249,6 +256,19 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
     accel.wait_for_everyone()
     accel.end_training()
     return summary
+
+
+def _warm_up_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, example: torch.Tensor, accel: Any) -> None:
+    """One forward+backward on zeros, so the compiled student compiles before the first timed step;
+    the run's random state and gradients are left as if it never happened."""
+    from deitctl.speed import preserved_rng
+
+    with preserved_rng():
+        with accel.autocast():
+            outputs = model(example)
+        loss = sum(o.float().sum() for o in (outputs if isinstance(outputs, tuple) else (outputs,)))
+        loss.backward()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _fresh_accelerate_state() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,3 +88,21 @@ def build_train_loader(dataset: Any, sampler: Any, batch_size: int, num_workers:
         generator=torch.Generator().manual_seed(seed),  # never draw from the training RNG
     )
     return loader, epoch_sampler
+
+
+class WaitTimer:
+    """An iterator that counts the seconds spent waiting for the next batch: a step starved by its
+    data loader shows up here (``data_wait_s`` in metrics.jsonl), not as a mysteriously slow model."""
+
+    def __init__(self, batches: Iterator[Any]) -> None:
+        self.batches, self.waited_s = batches, 0.0
+
+    def __iter__(self) -> WaitTimer:
+        return self
+
+    def __next__(self) -> Any:
+        start = time.perf_counter()
+        try:
+            return next(self.batches)
+        finally:
+            self.waited_s += time.perf_counter() - start

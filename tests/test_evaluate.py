@@ -67,6 +67,9 @@ def save(model, path: Path) -> Path:
     return save_model_dir(model, path, label_names=CLASSES, mean=(0.5,), std=(0.5,))
 
 
+FP32 = ("--precision", "fp32")  # exact comparisons with hand-computed fp32 logits
+
+
 def eval_json(cli, *args) -> dict:
     code, out, err = cli("eval", *args, "--num-workers", "0", "--json")
     assert code == 0, err
@@ -169,7 +172,7 @@ def test_eval_matches_hand_count(cli, trained, tiny_data):
     model, model_dir = trained[0], trained[1]
     x, y = hand_inputs(tiny_data)
     logits, _, _ = hand_logits(model, x)
-    out = eval_json(cli, model_dir, "--dataset", tiny_data, "--split", "test", "--batch-size", "5")
+    out = eval_json(cli, model_dir, "--dataset", tiny_data, "--split", "test", "--batch-size", "5", *FP32)
     assert out["num_samples"] == 32
     assert out["top1"] == pytest.approx(pct_correct(logits, y))
     assert 25.0 < out["top1"] < 100.0, "the fixture should give a non-trivial accuracy"
@@ -191,7 +194,7 @@ def test_distilled_late_fusion_is_the_mean_of_the_head_logits(cli, trained, tiny
         ours = head_logits(model, x)
     for a, b in zip(ours, ((cls + dist) / 2, cls, dist), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
-    out = eval_json(cli, model_dir, "--dataset", tiny_data, "--split", "test")
+    out = eval_json(cli, model_dir, "--dataset", tiny_data, "--split", "test", *FP32)
     assert out["top1_cls"] == pytest.approx(pct_correct(cls, y))
     assert out["top1_dist"] == pytest.approx(pct_correct(dist, y))
     assert out["top1"] == pytest.approx(pct_correct((cls + dist) / 2, y))
@@ -217,7 +220,7 @@ def test_ema_weights_of_a_run(cli, trained, tiny_data, tmp_path):
     other = make_tiny_model(False, seed=7).eval()
     save_model_dir(other, run, mean=(0.5,), std=(0.5,), weights_name=EMA_WEIGHTS)
     x, y = hand_inputs(tiny_data)
-    out = eval_json(cli, run, "--dataset", tiny_data, "--split", "test", "--ema")
+    out = eval_json(cli, run, "--dataset", tiny_data, "--split", "test", "--ema", *FP32)
     assert out["top1"] == pytest.approx(pct_correct(hand_logits(other, x)[0], y))
 
 
@@ -242,7 +245,7 @@ def test_per_class_and_confusion_png(cli, trained, tiny_data, tmp_path):
     x, y = hand_inputs(tiny_data)
     pred = hand_logits(model, x)[0].argmax(1)
     png = tmp_path / "plots" / "confusion.png"
-    out = eval_json(cli, model_dir, "--dataset", tiny_data, "--split", "test", "--per-class", "--confusion", png)
+    out = eval_json(cli, model_dir, "--dataset", tiny_data, "--split", "test", "--per-class", "--confusion", png, *FP32)
     for k, name in enumerate(CLASSES):
         mask = y == k
         assert out["per_class"][name] == pytest.approx(100.0 * (pred[mask] == k).sum().item() / mask.sum().item())
@@ -251,11 +254,38 @@ def test_per_class_and_confusion_png(cli, trained, tiny_data, tmp_path):
 
 
 def test_max_samples_and_bf16(cli, trained, tiny_data):
-    fp32 = eval_json(cli, trained[1], "--dataset", tiny_data, "--split", "test", "--max-samples", "10")
+    fp32 = eval_json(cli, trained[1], "--dataset", tiny_data, "--split", "test", "--max-samples", "10", *FP32)
     bf16 = eval_json(cli, trained[1], "--dataset", tiny_data, "--split", "test", "--max-samples", "10",
                      "--precision", "bf16")
     assert fp32["num_samples"] == bf16["num_samples"] == 10
     assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.05)
+
+
+def test_default_precision_is_bf16_where_native_and_close_to_fp32(cli, trained, tiny_data):
+    import torch
+
+    from deitctl.speed import native_bf16
+
+    model, x, y = trained[0], *hand_inputs(tiny_data)
+    out = eval_json(cli, trained[1], "--dataset", tiny_data, "--split", "test")
+    assert out["precision"] == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
+    assert out["compile"] is False and out["runtime"] == "torch"
+    fp32_logits = hand_logits(model, x)[0]
+    with torch.no_grad():  # what the default runs: the whole model cast to bf16
+        bf16_logits = model.to(torch.bfloat16)(x.to(torch.bfloat16)).float()
+    model.float()
+    assert (bf16_logits - fp32_logits).abs().max() < 0.05 * fp32_logits.abs().max()
+    assert out["top1"] == pytest.approx(pct_correct(bf16_logits if out["precision"] == "bf16" else fp32_logits, y))
+
+
+def test_compiled_eval_equals_eager_including_the_padded_last_batch(cli, trained, tiny_data):
+    eager = eval_json(cli, trained[3], "--dataset", tiny_data, "--split", "test", "--batch-size", "6", *FP32)
+    compiled = eval_json(cli, trained[3], "--dataset", tiny_data, "--split", "test", "--batch-size", "6", *FP32,
+                         "--compile")  # 32 = 5 × 6 + 2: the last batch is padded to 6, not compiled again
+    assert compiled["compile"] is True and compiled["num_samples"] == 32
+    for key in ("top1", "top1_cls", "top1_dist", "top5"):
+        assert compiled[key] == eager[key], key
+    assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-4)
 
 
 @pytest.mark.parametrize(

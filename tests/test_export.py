@@ -71,6 +71,58 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch(cli, tiny_distilled_dir,
         want = fused_reference(True, batch(n)).numpy()
         assert got.shape == (n, 4) and abs(got - want).max() < 1e-5
     assert json.loads((out / "config.json").read_text())["label_names"] == CLASSES
+    # the exported file evaluates like the model it came from (deitctl eval runs it in ONNX Runtime)
+    ours = eval_json(cli, out, "--dataset", tiny_data, "--split", "test")
+    torch_ = eval_json(cli, tiny_distilled_dir, "--dataset", tiny_data, "--split", "test", "--precision", "fp32")
+    assert (ours["runtime"], ours["precision"], ours["num_samples"]) == ("onnxruntime", "fp32", 32)
+    assert ours["top1"] == torch_["top1"] and ours["loss"] == pytest.approx(torch_["loss"], rel=1e-4)
+
+
+def eval_json(cli, *args) -> dict:
+    code, out, err = cli("eval", *args, "--num-workers", "0", "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_int8_onnx_export_then_eval_and_bench_of_the_file(cli, tiny_distilled_dir, tiny_data, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from deitctl.models import count_params
+
+    out = tmp_path / "int8"
+    code, stdout, err = cli("export", tiny_distilled_dir, "--format", "onnx", "--quantize", "int8", "--out", out,
+                            "--dataset", tiny_data, "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["quantize"] == "int8" and result["files"] == ["config.json", "model.onnx"]  # no float leftover
+    assert max(result["float_max_abs_diff"].values()) < 1e-4  # the graph before quantization is exact
+    assert 0 < max(result["relative_diff"].values()) < 0.1  # int8 rounds, within the bound
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "Attention" in ops and "MatMulInteger" in ops  # one attention node per block, int8 matmuls
+    assert json.loads((out / "config.json").read_text())["onnx"] == {"opset": 23, "quantize": "int8"}
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    want = fused_reference(True, batch(6)).numpy()
+    got = session.run(None, {"pixel_values": batch(6).numpy()})[0]
+    assert abs(got - want).max() < 0.1 * abs(want).max()
+    ev = eval_json(cli, out, "--dataset", tiny_data, "--split", "test")
+    assert (ev["runtime"], ev["precision"], ev["num_samples"]) == ("onnxruntime-int8", "fp32", 32)
+    code, stdout, err = cli("bench", out, "--batch-sizes", "2", "--repeats", "1", "--json")
+    assert code == 0, err
+    (row,) = json.loads(stdout)
+    assert (row["runtime"], row["precision"], row["img_size"]) == ("onnxruntime-int8", "fp32", 16)
+    assert row["params"] == count_params(make_tiny_model(True)) and row["img_per_s"] > 0
+    for args, needle in (
+        (["eval", out, "--dataset", tiny_data, "--precision", "bf16"], "ONNX model"),
+        (["bench", out, "--compile"], "ONNX model"),
+        (["export", tiny_distilled_dir, "--format", "safetensors", "--quantize", "int8", "--out", tmp_path / "q"],
+         "--quantize applies to --format onnx only"),
+        (["export", tiny_distilled_dir, "--format", "onnx", "--quantize", "int4", "--out", tmp_path / "q"],
+         "unknown --quantize 'int4'"),
+    ):
+        code, _, err = cli(*args)
+        assert code == 2 and needle in err, (args, err)
+    assert not (tmp_path / "q").exists()
 
 
 def test_onnx_parity_failure_leaves_nothing(cli, tiny_model_dir, tmp_path):

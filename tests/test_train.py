@@ -66,7 +66,8 @@ def test_run_directory_is_a_complete_record(cli, tiny_data, tmp_path):
     assert list((out / "tb").iterdir())
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert {"epoch", "step", "train_loss", "lr", "img_per_s", "epoch_time_s"} <= set(row)
+    assert {"epoch", "step", "train_loss", "lr", "img_per_s", "epoch_time_s", "data_wait_s"} <= set(row)
+    assert 0 <= row["data_wait_s"] <= row["epoch_time_s"]
     assert {"top1", "top5", "loss", "num_samples", "top1_cls", "top1_dist"} <= set(row["eval"])
     model = timm.create_model(f"local-dir:{out}", pretrained=True)  # plain timm reads the run directory
     assert model.num_classes == 4 and hasattr(model, "head_dist")
@@ -110,6 +111,33 @@ def _subprocess_env(threads: int | None = None) -> dict[str, str]:
     """Same thread count as this process by default: bit-equal results need the same summation order."""
     threads = threads or torch.get_num_threads()
     return dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+
+
+def test_compiled_student_trains_like_the_eager_one(cli, tiny_data, tmp_path):
+    _quad_run(cli, tiny_data, tmp_path / "eager")
+    code, _, err = cli("train", "fashion-deit-ti", "--dataset", tiny_data, "--out", tmp_path / "compiled", *QUAD,
+                       "--epochs", "2", "--batch-size", "16", "--set", "checkpoint_every=1",
+                       "--set", "compile_student=true")
+    assert code == 0, err
+    assert "compile teacher False, student True" in err and "torch.compile failed" not in err
+    assert_same_weights(tmp_path / "eager", tmp_path / "compiled", atol=1e-3)  # fused kernels round differently
+
+
+def test_speed_flags_are_recorded_as_recipe_keys(cli, tiny_data, tmp_path):
+    import yaml
+
+    out = tmp_path / "run"
+    code, _, err = cli("train", "fashion-deit-ti", "--dataset", tiny_data, "--out", out, *QUAD, "--epochs", "1",
+                       "--batch-size", "16", "--precision", "bf16", "--no-compile", "--set", "attention=fused",
+                       "--set", "fused_optimizer=false")
+    assert code == 0, err
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert (recipe["precision"], recipe["compile"], recipe["compile_student"]) == ("bf16", False, False)
+    assert (recipe["attention"], recipe["fused_optimizer"]) == ("fused", False)
+    assert "precision bf16" in err and "speed: attention fused" in err and "fused optimizer False" in err
+    code, _, err = cli("train", "fashion-deit-ti", "--dataset", tiny_data, "--out", tmp_path / "bad", *QUAD,
+                       "--precision", "fp8")
+    assert code == 2 and "precision" in err
 
 
 def test_sigkill_between_steps_then_resume(cli, tmp_path):
@@ -203,7 +231,8 @@ def test_distillation_runs_with_a_run_directory_teacher(cli, tiny_data, tmp_path
     assert code == 0, err
     run_eval = json.loads((out / "summary.json").read_text())["eval"]
     assert {"top1", "top1_cls", "top1_dist"} <= set(run_eval)
-    assert f"distillation {mode} from {quad_teacher}" in err or code == 0
+    assert f"distillation {mode} from {quad_teacher}" in err
+    assert "compile teacher True" in err and "torch.compile failed" not in err  # the default: a compiled teacher
 
 
 def test_teacher_with_other_classes_is_refused(cli, tiny_data, tmp_path):

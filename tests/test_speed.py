@@ -1,0 +1,121 @@
+"""The speed levers: each rule, the teacher's fast path, compile fallbacks — behaviour, never timings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_tiny_model
+
+
+def test_precision_and_attention_rules():
+    from deitctl.speed import native_bf16, resolve_attention, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_attention("auto", cpu) == "math"  # the CPU's fused-attention backward is the slow one
+    assert resolve_attention("auto", torch.device("cuda")) == "fused"
+    assert resolve_attention("fused", cpu) == "fused"
+
+
+def test_set_attention_switches_every_block_and_keeps_the_outputs():
+    from deitctl.speed import set_attention
+
+    model = make_tiny_model().eval()
+    x = torch.randn(3, 1, 16, 16)
+    set_attention(model, "fused")
+    fused = model(x)
+    set_attention(model, "math")
+    assert [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")] == [False, False]
+    assert torch.allclose(model(x), fused, atol=1e-5)
+
+
+def _conv_teacher():
+    import timm
+
+    from deitctl.teacher import Teacher
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", in_chans=1, num_classes=4)
+    return Teacher(model, (0.5,), (0.5,), (0.4,), (0.3,))
+
+
+def test_teacher_fast_path_gives_plain_float_logits_close_to_fp32():
+    import torch.nn.functional as F
+
+    x = torch.randn(4, 1, 32, 32)
+    reference = _conv_teacher()(x)
+    teacher = _conv_teacher().prepare(torch.device("cpu"), "bf16", compile_model=False)
+    assert teacher.model.conv1[0].weight.dtype == torch.bfloat16
+    assert teacher.model.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    logits = teacher(x)
+    assert logits.dtype == torch.float32 and not logits.is_inference() and not logits.requires_grad
+    assert (logits - reference).abs().max() < 0.05 * reference.abs().max()
+    student = torch.randn(4, 4, requires_grad=True)  # autograd may save the teacher's targets
+    F.cross_entropy(student, logits.argmax(-1)).backward()
+    F.kl_div(F.log_softmax(student, -1), F.log_softmax(logits, -1), log_target=True, reduction="batchmean").backward()
+    assert teacher.model.training is False and teacher.train().model.training is False
+
+
+def test_compiled_teacher_matches_eager():
+    from deitctl.speed import first_call
+
+    x = torch.randn(4, 1, 32, 32)
+    eager = _conv_teacher().prepare(torch.device("cpu"), "fp32", compile_model=False)(x)
+    teacher = _conv_teacher().prepare(torch.device("cpu"), "fp32", compile_model=True)
+    assert first_call(teacher.model, lambda: teacher(x), "teacher") is True
+    assert torch.allclose(teacher(x), eager, atol=1e-4)
+
+
+def test_a_failing_compile_falls_back_to_eager_with_a_note(capsys):
+    from deitctl.speed import compile_in_place, first_call
+
+    model = make_tiny_model().eval()
+    x = torch.randn(2, 1, 16, 16)
+    want = model(x)
+    compile_in_place(model)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    model._compiled_call_impl = broken  # what a machine without a compiler does at the first call
+    assert first_call(model, lambda: model(x), "student") is False
+    assert torch.equal(model(x), want)
+    err = capsys.readouterr().err
+    assert "torch.compile failed for the student" in err and "no C++ compiler found" in err and "--no-compile" in err
+
+
+def test_eager_context_runs_a_compiled_module_uncompiled_then_restores_it():
+    from deitctl.speed import compile_in_place, eager
+
+    model = make_tiny_model()
+    compile_in_place(model)
+    compiled = model._compiled_call_impl
+    with eager(model):
+        assert model._compiled_call_impl is None
+    assert model._compiled_call_impl is compiled
+
+
+def test_warm_up_step_leaves_random_state_and_gradients_untouched():
+    from accelerate import Accelerator
+
+    from deitctl.train import _warm_up_step
+
+    model = make_tiny_model(distilled=True).train()
+    model.set_distilled_training(True)
+    opt = torch.optim.AdamW(model.parameters())
+    torch.manual_seed(3)
+    expected = torch.rand(5)
+    torch.manual_seed(3)
+    _warm_up_step(model, opt, torch.zeros(2, 1, 16, 16), Accelerator(cpu=True))
+    assert torch.equal(torch.rand(5), expected)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fused_optimizer_key(fused):
+    from deitctl.recipes import load_recipe
+    from deitctl.runsetup import make_optimizer
+
+    opt = make_optimizer(make_tiny_model(), load_recipe("deit-ti", [f"fused_optimizer={fused}"]), 1e-3)
+    assert type(opt).__name__ == "AdamW" and bool(opt.defaults.get("fused")) is fused
