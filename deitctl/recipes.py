@@ -89,7 +89,7 @@ class Recipe(BaseModel):
 
     # speed levers (deitctl/speed.py): none changes what is computed beyond rounding; each can be turned off
     compile: bool = True  # torch.compile the frozen teacher (weights folded in)
-    compile_student: bool = False  # torch.compile the student's training step
+    compile_student: bool | Literal["auto"] = "auto"  # auto: runs of >= 2,000 optimizer steps
     attention: Literal["auto", "fused", "math"] = "auto"  # auto: math when training on a CPU, fused elsewhere
     fused_optimizer: bool = True  # AdamW's fused kernel
 

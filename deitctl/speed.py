@@ -6,7 +6,8 @@ floating-point rounding. The recipe keys that switch them:
   precision: auto        bf16 where the hardware computes it natively (CPU AMX / AVX512-BF16, GPU Ampere+):
                          autocast for the student that trains; the frozen teacher is cast to bf16 whole
   compile: true          torch.compile (inductor): the frozen teacher with weights folded in ("freezing")
-  compile_student: false torch.compile of the student's training step (a few % on CPUs, minutes to compile)
+  compile_student: auto  torch.compile of the student's training step: 17-20 % faster steps on a CPU for
+                         ~45 s of compilation, so auto compiles runs of at least 2,000 optimizer steps
   attention: auto        timm's explicit attention when training on a CPU, where the fused kernel's backward
                          is slower; fused scaled-dot-product attention everywhere else
   fused_optimizer: true  AdamW's fused kernel: one pass over all parameters instead of one per tensor
@@ -71,6 +72,17 @@ def set_attention(model: nn.Module, kind: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- compile
+COMPILE_STUDENT_MIN_STEPS = 2000  # measured break-even: ~500 steps of DeiT-Ti at 224 px, ~2,200 at 28 px
+
+
+def resolve_compile_student(setting: bool | str, total_steps: int) -> bool:
+    """``auto`` → compile when the whole run (not what is left of it: a resumed run decides alike) is long
+    enough to pay back the one-time compilation."""
+    if setting == "auto":
+        return total_steps >= COMPILE_STUDENT_MIN_STEPS
+    return bool(setting)
+
+
 def compile_in_place(model: nn.Module, frozen: bool = False) -> None:
     """``nn.Module.compile``: the module keeps its type, parameters and state-dict keys (checkpoints,
     ``accelerate.unwrap_model`` and DDP see the same model); only its ``__call__`` is compiled.

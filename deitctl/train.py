@@ -128,7 +128,9 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
         if ema is not None and "ema" in saved:
             ema.load_state_dict(saved["ema"])
         state = TrainState(**saved["trainer"])
-    if recipe.compile_student:
+    total_steps, warmup_steps = steps_per_epoch * recipe.epochs, round(recipe.warmup_epochs * steps_per_epoch)
+    compile_student = speed.resolve_compile_student(recipe.compile_student, total_steps)
+    if compile_student:
         speed.compile_in_place(model)
     model, optimizer = accel.prepare(model, optimizer)
     if ema is not None:
@@ -136,10 +138,8 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
     example = torch.zeros(micro, recipe.in_chans, recipe.img_size, recipe.img_size, device=accel.device)
     if teacher is not None and recipe.compile:
         speed.first_call(teacher.model, lambda: teacher(example), "teacher")
-    if recipe.compile_student:
+    if compile_student:
         speed.first_call(accel.unwrap_model(model), lambda: _warm_up_step(model, optimizer, example, accel), "student")
-
-    total_steps, warmup_steps = steps_per_epoch * recipe.epochs, round(recipe.warmup_epochs * steps_per_epoch)
     runlog = RunLog(run_dir, main, state.history)
     if main:
         log(f"[bold]{recipe.name}[/] → {run_dir}  |  {recipe.model} ({params / 1e6:.2f} M params, {gmacs:.3f} GMACs)"
@@ -148,7 +148,7 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
             f"lr {recipe.lr:g} × {recipe.batch_size}/{recipe.lr_base_batch} = {peak_lr:.3g}  |  precision {precision}  "
             f"|  distillation {recipe.distillation_type}" + (f" from {recipe.teacher}" if teacher is not None else ""))
         log(f"speed: attention {attention}  |  compile teacher {recipe.compile and teacher is not None}, student "
-            f"{recipe.compile_student}  |  fused optimizer {recipe.fused_optimizer}  |  data workers {recipe.num_workers}"
+            f"{compile_student}  |  fused optimizer {recipe.fused_optimizer}  |  data workers {recipe.num_workers}"
             + (f"  |  resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if resume_from else ""))
 
     def save_checkpoint() -> None:

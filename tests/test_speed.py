@@ -18,6 +18,14 @@ def test_precision_and_attention_rules():
     assert resolve_attention("fused", cpu) == "fused"
 
 
+def test_student_compile_rule():
+    from deitctl.speed import COMPILE_STUDENT_MIN_STEPS, resolve_compile_student
+
+    assert resolve_compile_student("auto", COMPILE_STUDENT_MIN_STEPS) is True
+    assert resolve_compile_student("auto", COMPILE_STUDENT_MIN_STEPS - 1) is False
+    assert resolve_compile_student(True, 1) is True and resolve_compile_student(False, 10**6) is False
+
+
 def test_set_attention_switches_every_block_and_keeps_the_outputs():
     from deitctl.speed import set_attention
 
