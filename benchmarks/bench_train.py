@@ -35,7 +35,7 @@ LEVERS = {  # what turns each lever off (or, for compile_student, on)
     "teacher compile → eager": "compile=false",
     "CPU math attention → fused SDPA": "attention=fused",
     "fused AdamW → foreach": "fused_optimizer=false",
-    "student compile (opt-in) on": "compile_student=true",
+    "student compile on (auto: runs of ≥ 2,000 steps)": "compile_student=true",
 }
 
 

@@ -1,7 +1,7 @@
 """``deitctl bench``: the paper's Table 10 columns measured on this machine.
 
 Throughput is images per second of the eval-mode forward pass under ``inference_mode``, run exactly
-as ``deitctl eval`` runs it (``speed.predictor``: bf16/fp16 rows cast the model whole; ``--compile``
+as ``deitctl eval`` runs it (``speed.Predictor``: bf16/fp16 rows cast the model whole; ``--compile``
 compiles it with frozen weights): a few warm-up passes (autotuning, lazy init, compilation), then
 ``repeats`` timed runs whose median we report, so one hiccup does not move the number. Each timed run
 repeats the forward until it lasts long enough for the clock to be meaningful.
@@ -99,7 +99,7 @@ def run_bench(
 
     from deitctl.evaluate import autocast
     from deitctl.models import count_gmacs, count_params, input_size
-    from deitctl.speed import predictor
+    from deitctl.speed import Predictor
 
     if repeats < 1:
         raise UsageError(f"--repeats must be at least 1 (got {repeats})")
@@ -129,7 +129,7 @@ def run_bench(
     rows = []
     for precision in precisions:
         for batch in batch_sizes:  # a fresh copy per row: a compiled model is specialised to its batch size
-            forward = predictor(copy.deepcopy(model), precision, dev, compile_model)
+            forward = Predictor(copy.deepcopy(model), precision, dev, compile_model)
             x = torch.randn(batch, channels, height, width, device=dev)
             peak = PeakMemory(dev)
             seconds = time_forward(forward, x, contextlib.nullcontext, repeats, dev, timed_phase=peak)

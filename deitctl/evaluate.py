@@ -81,20 +81,20 @@ def evaluate(
     train/eval mode is restored afterwards, so the training loop can call this between epochs.
 
     ``frozen``: the model will not train again (``deitctl eval``), so it is cast to the precision
-    whole and, with ``compile_model``, compiled with its weights folded in (``speed.predictor``);
+    whole and, with ``compile_model``, compiled with its weights folded in (``speed.Predictor``);
     otherwise (between training epochs) it runs under autocast and is left as it was.
     """
     import torch
     import torch.nn.functional as F
 
     from deitctl.models import is_distilled
-    from deitctl.speed import predictor
+    from deitctl.speed import Predictor
 
     net = accelerator.unwrap_model(model) if accelerator is not None else model
     device = accelerator.device if accelerator is not None else device_of(net)
     amp = autocast(precision, device)  # validate before the first batch
     if frozen:
-        amp, forward = contextlib.nullcontext(), predictor(net, precision, device, compile_model)
+        amp, forward = contextlib.nullcontext(), Predictor(net, precision, device, compile_model)
     else:
         forward = lambda x: head_logits(net, x)  # noqa: E731
     classes = num_classes or getattr(net, "num_classes", None)

@@ -83,17 +83,23 @@ def resolve_compile_student(setting: bool | str, total_steps: int) -> bool:
     return bool(setting)
 
 
-def compile_in_place(model: nn.Module, frozen: bool = False) -> None:
-    """``nn.Module.compile``: the module keeps its type, parameters and state-dict keys (checkpoints,
-    ``accelerate.unwrap_model`` and DDP see the same model); only its ``__call__`` is compiled.
+def fresh_compiler() -> None:
+    """Start a run with an empty compiler cache. dynamo keeps at most 8 compiled versions per code object
+    and every ``nn.Module.compile``d module shares one (``Module._call_impl``): the 9th module compiled in
+    a process (a benchmark's runs, a notebook's) would silently run eagerly."""
+    import torch
 
-    ``frozen``: a model that never trains again (teacher, inference) gets its weights folded in as
-    constants ("freezing"), which lets inductor fuse conv+BN and pre-pack weights for oneDNN.
-    """
+    torch.compiler.reset()
+
+
+def compile_in_place(model: nn.Module) -> None:
+    """``nn.Module.compile``: the module keeps its type, parameters and state-dict keys (checkpoints,
+    ``accelerate.unwrap_model`` and DDP see the same model); only its ``__call__`` is compiled, at its
+    first call (see :func:`first_call`)."""
     import logging
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found" on CPUs
-    model.compile(options={"freezing": True} if frozen else None)
+    model.compile()
 
 
 def uncompile(model: nn.Module) -> None:
@@ -113,14 +119,23 @@ def eager(model: nn.Module):
         model._compiled_call_impl = saved
 
 
-def first_call(model: nn.Module, call: Callable[[], Any], what: str) -> bool:
+def first_call(model: nn.Module, call: Callable[[], Any], what: str, frozen: bool = False) -> bool:
     """Run the first, compiling call now (not inside the first timed step); fall back to eager on failure.
+
+    ``frozen``: a model that never trains again (teacher, inference) is compiled with its weights folded
+    in as constants ("freezing"), so inductor fuses conv+BN+activation and pre-packs weights for oneDNN
+    (the RegNetY-16GF teacher ran 1.5× faster). The switch must be on while the call traces: passed as
+    ``torch.compile(options=...)`` it never took effect (torch 2.15), and left on globally it would
+    reach every other compilation of the process.
 
     torch.compile needs a C++ compiler on a CPU and cannot trace every model; a run should not die
     for a speed-up, so a failure costs a note and the eager speed. Returns True when compiled.
     """
+    from torch._inductor import config
+
     try:
-        call()
+        with config.patch(freezing=frozen):
+            call()
         return True
     except Exception as e:  # inductor raises many kinds (missing compiler, unsupported op, ...)
         uncompile(model)
@@ -143,61 +158,51 @@ def preserved_rng():
 
 
 # ------------------------------------------------------------------------------------------ inference
-def predictor(model: nn.Module, precision: str, device: torch.device, compile_model: bool = False
-              ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+class Predictor:
     """images → (fused, class-head, distillation-head) float32 logits, for a model that will not train again.
 
-    The model is cast to the precision's dtype in place (pure bf16 inference was 1.4× faster than
-    autocast for DeiT-Ti on a CPU) and, with ``compile_model``, frozen and compiled. A batch smaller
-    than the first one (the last of a loader) is padded to its size, so a compiled model is not
-    compiled a second time for one batch.
+    The model is cast to the precision's dtype in place (pure bf16 inference ran 1.4× faster than autocast
+    for DeiT-Ti on a CPU) and, with ``compile_model``, frozen and compiled; its first call compiles, or
+    finds it cannot and runs eagerly from then on. A batch smaller than the first (a loader's last) is
+    padded to the first one's size, so a compiled model is not compiled a second time for one batch.
     """
-    import torch
-    from torch import nn
 
-    from deitctl.evaluate import head_logits
+    def __init__(self, model: nn.Module, precision: str, device: torch.device, compile_model: bool = False) -> None:
+        from torch import nn
 
-    dtype = dtype_of(precision)
-    model.eval().to(device=device, dtype=dtype)
+        from deitctl.evaluate import head_logits
 
-    class Heads(nn.Module):  # one module to compile: forward_features and both heads of a distilled model
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = model
+        class Heads(nn.Module):  # one module to compile: the features and both heads of a distilled model
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = model
 
-        def forward(self, x: torch.Tensor) -> Any:
-            return head_logits(self.net, x)
+            def forward(self, x: torch.Tensor) -> Any:
+                return head_logits(self.net, x)
 
-    heads = Heads()
-    if compile_model:
-        compile_in_place(heads, frozen=True)
-    size: dict[str, int] = {}
+        self.device, self.dtype, self.compiled = device, dtype_of(precision), compile_model
+        model.eval().to(device=device, dtype=self.dtype)
+        self.heads, self.batch = Heads(), 0
+        if compile_model:  # one predictor per evaluation or benchmark row: the run's only compiled module
+            fresh_compiler()
+            compile_in_place(self.heads)
 
-    def run(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        if not self.batch:
+            self.batch = images.shape[0]
+            if self.compiled:
+                out: dict[str, Any] = {}
+                self.compiled = first_call(self.heads, lambda: out.update(logits=self._run(images)), "model",
+                                           frozen=True)
+                if self.compiled:
+                    return out["logits"]
+        return self._run(images)
+
+    def _run(self, images: torch.Tensor) -> Any:
+        import torch
+
         n = images.shape[0]
-        full = size.setdefault("batch", n)
-        x = images.to(device=device, dtype=dtype, non_blocking=True)
-        if compile_model and n < full:
-            x = torch.cat([x, x.new_zeros((full - n, *x.shape[1:]))])
-        out = heads(x)
-        return tuple(None if t is None else t[:n].float() for t in out)  # type: ignore[return-value]
-
-    if compile_model:
-        run = _with_fallback(run, heads)
-    return run
-
-
-def _with_fallback(run: Callable, heads: nn.Module) -> Callable:
-    """The first call compiles; when compilation fails, the same batch is run eagerly and so are the rest."""
-    state = {"first": True}
-
-    def guarded(images: torch.Tensor) -> Any:
-        if not state["first"]:
-            return run(images)
-        state["first"] = False
-        result: dict[str, Any] = {}
-        if first_call(heads, lambda: result.setdefault("out", run(images)), "model"):
-            return result["out"]
-        return run(images)
-
-    return guarded
+        x = images.to(device=self.device, dtype=self.dtype, non_blocking=True)
+        if self.compiled and n < self.batch:
+            x = torch.cat([x, x.new_zeros((self.batch - n, *x.shape[1:]))])
+        return tuple(None if t is None else t[:n].float() for t in self.heads(x))

@@ -52,7 +52,7 @@ class Teacher(nn.Module):
         self.to(device)
         self.model.to(dtype=self.dtype, memory_format=torch.channels_last)
         if compile_model:
-            compile_in_place(self.model, frozen=True)
+            compile_in_place(self.model)  # frozen at its first call: speed.first_call(..., frozen=True)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

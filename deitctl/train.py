@@ -65,6 +65,7 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
 
     recipe, run_dir, resume_from = resolve_run(recipe_ref, opts)
     _fresh_accelerate_state()
+    speed.fresh_compiler()
     cpu = opts.cpu or not torch.cuda.is_available()  # accelerate only forms a CPU process group when told
     precision = speed.resolve_precision(recipe.precision, torch.device("cpu" if cpu else "cuda"))
     accel = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=cpu)
@@ -137,7 +138,7 @@ def train(recipe_ref: str, opts: RunOptions) -> dict[str, Any]:
         ema.to(accel.device)
     example = torch.zeros(micro, recipe.in_chans, recipe.img_size, recipe.img_size, device=accel.device)
     if teacher is not None and recipe.compile:
-        speed.first_call(teacher.model, lambda: teacher(example), "teacher")
+        speed.first_call(teacher.model, lambda: teacher(example), "teacher", frozen=True)
     if compile_student:
         speed.first_call(accel.unwrap_model(model), lambda: _warm_up_step(model, optimizer, example, accel), "student")
     runlog = RunLog(run_dir, main, state.history)

@@ -7,6 +7,30 @@ import torch
 from conftest import make_tiny_model
 
 
+@pytest.fixture(autouse=True)
+def fresh_compiler():
+    """As every deitctl run does: tests in one process compile many modules (dynamo keeps 8 per code object)."""
+    from deitctl.speed import fresh_compiler
+
+    fresh_compiler()
+
+
+def test_nine_compiled_modules_in_one_process_all_compile_when_each_run_starts_fresh():
+    from torch.profiler import profile
+
+    from deitctl.speed import compile_in_place, first_call, fresh_compiler
+
+    x = torch.randn(2, 1, 32, 32)
+    for _ in range(9):
+        fresh_compiler()  # what train(), deitctl eval and each bench row do first
+        teacher = _conv_teacher()
+        compile_in_place(teacher.model)
+        first_call(teacher.model, lambda t=teacher: t(x), "teacher")
+        with profile() as prof:
+            teacher(x)
+        assert any("Compiled" in e.key for e in prof.key_averages()), "ran eagerly"
+
+
 def test_precision_and_attention_rules():
     from deitctl.speed import native_bf16, resolve_attention, resolve_precision
 
@@ -71,8 +95,28 @@ def test_compiled_teacher_matches_eager():
     x = torch.randn(4, 1, 32, 32)
     eager = _conv_teacher().prepare(torch.device("cpu"), "fp32", compile_model=False)(x)
     teacher = _conv_teacher().prepare(torch.device("cpu"), "fp32", compile_model=True)
-    assert first_call(teacher.model, lambda: teacher(x), "teacher") is True
+    assert first_call(teacher.model, lambda: teacher(x), "teacher", frozen=True) is True
     assert torch.allclose(teacher(x), eager, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN's fused convolutions are x86/arm CPU only")
+def test_frozen_compile_really_freezes():
+    """Frozen, the teacher's convolutions run as oneDNN kernels with BN folded in and weights pre-packed;
+    unfrozen (what ``torch.compile(options={"freezing": True})`` silently gave) they stay plain."""
+    from torch.profiler import profile
+
+    from deitctl.speed import first_call
+
+    x = torch.randn(2, 1, 32, 32)
+    ops = {}
+    for frozen in (True, False):
+        teacher = _conv_teacher().prepare(torch.device("cpu"), "fp32", compile_model=True)
+        first_call(teacher.model, lambda t=teacher: t(x), "teacher", frozen=frozen)
+        with profile() as prof:
+            teacher(x)
+        ops[frozen] = {event.key for event in prof.key_averages()}
+    assert "mkldnn::_convolution_pointwise" in ops[True] and "aten::convolution" not in ops[True]
+    assert "aten::convolution" in ops[False]
 
 
 def test_a_failing_compile_falls_back_to_eager_with_a_note(capsys):

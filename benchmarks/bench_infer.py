@@ -1,0 +1,121 @@
+"""Inference: `deitctl eval`/`bench` and the ONNX exports against eager fp32 timm, side by side; and top-1.
+
+Speed: DeiT-Ti (deit_tiny_patch16_224, random weights: speed does not depend on them) at 224 px, batch 32.
+Every variant is timed by the same code (deitctl.bench.time_forward: warm-up, then the median of timed
+runs), and the variants take turns, --repeats times, so drifting machine load hits them alike:
+
+  eager fp32 timm           the baseline: timm.create_model(...).eval() under inference_mode
+  bf16 autocast             the usual mixed-precision way, for reference
+  deitctl eval (default)    --precision auto: the model cast to bf16 where the hardware has it
+  deitctl eval --compile    the same, compiled by inductor with the weights frozen in
+  ONNX Runtime fp32         deitctl export --format onnx (portable opset 18)
+  ONNX Runtime int8         deitctl export --format onnx --quantize int8
+
+Accuracy: `deitctl eval` of a trained model (default: the main job's distilled Fashion-MNIST student) on
+the whole test split, for each variant, with the change in top-1 against fp32.
+
+    python benchmarks/bench_infer.py                 # ~5 min on 2 cores, after `bash scripts/main.sh`
+    python benchmarks/bench_infer.py --repeats 7 --model runs/main/fashion-deit-ti-distilled
+
+Prints medians and ratios against the baseline; never run as a test (machines are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def speed_variants(tmp: Path, precision: str) -> dict:
+    """name → (forward callable, autocast context factory), all on the same DeiT-Ti weights."""
+    import timm
+
+    from deitctl.export import export_model
+    from deitctl.modelref import load_model, save_model_dir
+    from deitctl.speed import Predictor
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = timm.create_model("deit_tiny_patch16_224").eval()
+    save_model_dir(model, tmp / "deit-ti")
+    for name, quantize in (("onnx-fp32", None), ("onnx-int8", "int8")):
+        export_model(str(tmp / "deit-ti"), "onnx", tmp / name, quantize=quantize)
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    none = contextlib.nullcontext
+    return {
+        "eager fp32 timm (baseline)": (model, none),
+        "bf16 autocast (reference)": (model, autocast),
+        f"deitctl eval (default: {precision})": (Predictor(copy.deepcopy(model), precision, cpu), none),
+        f"deitctl eval --compile ({precision})": (Predictor(copy.deepcopy(model), precision, cpu, True), none),
+        "ONNX Runtime fp32 (export)": (load_model(str(tmp / "onnx-fp32")).model, none),
+        "ONNX Runtime int8 (export --quantize int8)": (load_model(str(tmp / "onnx-int8")).model, none),
+    }
+
+
+def measure_speed(args: argparse.Namespace, tmp: Path, precision: str) -> None:
+    from deitctl.bench import time_forward
+
+    variants = speed_variants(tmp, precision)
+    x = torch.randn(args.batch_size, 3, 224, 224)
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, (forward, amp) in variants.items():
+            rates[name].append(args.batch_size / time_forward(forward, x, amp, 3, torch.device("cpu")))
+    base = statistics.median(rates["eager fp32 timm (baseline)"])
+    print(f"\nDeiT-Ti 224 px, batch {args.batch_size}, {torch.get_num_threads()} threads, CPU; "
+          f"medians of {args.repeats} interleaved runs (each the median of 3 timed passes)\n")
+    print("| variant | img/s | × eager fp32 | runs |\n|---|---:|---:|---|")
+    for name, values in rates.items():
+        m = statistics.median(values)
+        print(f"| {name} | {m:.1f} | {m / base:.2f} | {', '.join(f'{v:.1f}' for v in values)} |")
+
+
+def measure_accuracy(args: argparse.Namespace, tmp: Path, precision: str) -> None:
+    from deitctl.evaluate import run_eval
+    from deitctl.export import export_model
+
+    if not Path(args.model, "model.safetensors").is_file():
+        print(f"\n(no trained model at {args.model}: run `bash scripts/main.sh` for the accuracy table)")
+        return
+    for name, quantize in (("fm-onnx-fp32", None), ("fm-onnx-int8", "int8")):
+        export_model(args.model, "onnx", tmp / name, quantize=quantize)
+    runs = {
+        "fp32 (PyTorch)": (args.model, "fp32", False),
+        f"default ({precision})": (args.model, "auto", False),
+        f"--compile ({precision})": (args.model, "auto", True),
+        "ONNX Runtime fp32": (str(tmp / "fm-onnx-fp32"), "auto", False),
+        "ONNX Runtime int8": (str(tmp / "fm-onnx-int8"), "auto", False),
+    }
+    results = {name: run_eval(ref, dataset=args.dataset, precision=p, compile_model=c, num_workers=1)
+               for name, (ref, p, c) in runs.items()}
+    ref = results["fp32 (PyTorch)"]["top1"]
+    print(f"\n`deitctl eval {args.model}` on {args.dataset} ({results['fp32 (PyTorch)']['num_samples']} images)\n")
+    print("| variant | top-1 | Δ top-1 vs fp32 | class head | dist. head | loss |\n|---|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        heads = " | ".join(f"{r[k]:.2f}" if k in r else "—" for k in ("top1_cls", "top1_dist"))
+        print(f"| {name} | {r['top1']:.2f} | {r['top1'] - ref:+.2f} | {heads} | {r['loss']:.4f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--model", default="runs/main/fashion-deit-ti-distilled", help="trained model for the top-1 table")
+    p.add_argument("--dataset", default="fashion-mnist")
+    args = p.parse_args()
+    from deitctl.speed import resolve_precision
+
+    precision = resolve_precision("auto", torch.device("cpu"))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        measure_speed(args, Path(tmp_name), precision)
+        measure_accuracy(args, Path(tmp_name), precision)
+
+
+if __name__ == "__main__":
+    main()
