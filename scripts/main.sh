@@ -3,7 +3,7 @@
 # train the same DeiT-Ti-shaped student three ways at equal budget (no / soft / hard distillation
 # through the distillation token), evaluate every model with `deitctl eval`, and write a report.
 #
-#   bash scripts/main.sh            # quick: ~15 min on a 2-core CPU (subset of the data, short schedules)
+#   bash scripts/main.sh            # quick: ~9 min on a 2-core CPU (subset of the data, short schedules)
 #   bash scripts/main.sh --full     # the recipes' full schedules on all 60k images (hours on a CPU)
 #
 # Environment: OUT (default runs/main), TEACHER_EPOCHS, STUDENT_EPOCHS, TRAIN_SAMPLES, PATCH change the quick budget.
