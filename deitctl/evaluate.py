@@ -304,9 +304,12 @@ def run_eval(
     """
     from pathlib import Path
 
+    import torch
+
     from deitctl.console import log
     from deitctl.data import load_split
     from deitctl.modelref import load_model
+    from deitctl.speed import resolve_precision
 
     defaults = run_defaults(model_ref)
     dataset = dataset or defaults.get("dataset")
@@ -329,10 +332,6 @@ def run_eval(
             "accuracy assumes both list the classes in the same order")
     accelerator = _accelerator()
     loader = build_eval_loader(data, loaded.data_config, batch_size, num_workers, max_samples)
-    import torch
-
-    from deitctl.speed import resolve_precision
-
     model = loaded.model
     if accelerator is not None:
         model, loader = model.to(accelerator.device), accelerator.prepare(loader)

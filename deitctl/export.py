@@ -79,6 +79,7 @@ def export_model(
     from deitctl.modelref import load_model
 
     loaded = load_model(ref, ema=ema)
+    loaded.require_torch("be exported again")
     inputs = parity_inputs(loaded, dataset, split)
     result = ExportResult(fmt, str(out), [], tolerance=tolerance, quantize=quantize)
 

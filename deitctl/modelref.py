@@ -45,6 +45,12 @@ class LoadedModel:
     path: Path | None = None  # local directory, when there is one
     runtime: str = "torch"  # or "onnxruntime[-int8]": an exported file that runs in the precision it was exported with
 
+    def require_torch(self, purpose: str) -> None:
+        """Refuse an ONNX export where the PyTorch model is needed (teaching, exporting again)."""
+        if self.runtime != "torch":
+            raise UsageError(f"{self.source} is an ONNX export, which cannot {purpose}; "
+                             "pass the run or model directory it was exported from")
+
     def check_runtime(self, precision: str, compile_model: bool) -> str:
         """The precision to run at: an ONNX file fixes its own, so only auto/fp32 and no compile are accepted."""
         if self.runtime == "torch":

@@ -70,6 +70,7 @@ def load_teacher(ref: str, num_classes: int, in_chans: int, mean: Sequence[float
     from deitctl.models import input_size
 
     loaded = load_model(ref)
+    loaded.require_torch("be a teacher")
     if loaded.num_classes != num_classes:
         raise UsageError(f"teacher '{ref}' predicts {loaded.num_classes} classes but the dataset has {num_classes}; "
                          "train or fine-tune a teacher on this dataset and pass it with --teacher")

@@ -115,6 +115,10 @@ def test_int8_onnx_export_then_eval_and_bench_of_the_file(cli, tiny_distilled_di
     for args, needle in (
         (["eval", out, "--dataset", tiny_data, "--precision", "bf16"], "ONNX model"),
         (["bench", out, "--compile"], "ONNX model"),
+        (["export", out, "--format", "onnx", "--out", tmp_path / "q"], "cannot be exported again"),
+        (["train", "fashion-deit-ti-distilled", "--dataset", tiny_data, "--teacher", out, "--out", tmp_path / "t",
+          "--set", "img_size=16", "--set", "model_args.depth=2", "--set", "model_args.embed_dim=32",
+          "--set", "model_args.num_heads=2", "--set", "num_workers=0", "--batch-size", "16"], "cannot be a teacher"),
         (["export", tiny_distilled_dir, "--format", "safetensors", "--quantize", "int8", "--out", tmp_path / "q"],
          "--quantize applies to --format onnx only"),
         (["export", tiny_distilled_dir, "--format", "onnx", "--quantize", "int4", "--out", tmp_path / "q"],
