@@ -6,9 +6,11 @@ compiles it with frozen weights): a few warm-up passes (autotuning, lazy init, c
 ``repeats`` timed runs whose median we report, so one hiccup does not move the number. Each timed run
 repeats the forward until it lasts long enough for the clock to be meaningful.
 
-Peak memory: on a GPU, ``torch.cuda.max_memory_allocated`` (weights + activations, what the
-allocator handed out); on the CPU, the increase of the resident set over the run, sampled in a
-background thread (the weights were already resident, so this is the activations and workspace).
+Peak memory, measured in one more forward pass after the timed ones (on the CPU its sampling thread
+would take cycles from the timed runs): on a GPU, ``torch.cuda.max_memory_allocated`` (weights +
+activations, what the allocator handed out); on the CPU, the increase of the resident set over the
+pass, sampled in a background thread (the weights were already resident, so this is the activations
+and workspace).
 """
 
 from __future__ import annotations
@@ -131,8 +133,9 @@ def run_bench(
         for batch in batch_sizes:  # a fresh copy per row: a compiled model is specialised to its batch size
             forward = Predictor(copy.deepcopy(model), precision, dev, compile_model)
             x = torch.randn(batch, channels, height, width, device=dev)
-            peak = PeakMemory(dev)
-            seconds = time_forward(forward, x, contextlib.nullcontext, repeats, dev, timed_phase=peak)
+            seconds = time_forward(forward, x, contextlib.nullcontext, repeats, dev)
+            with PeakMemory(dev) as peak, torch.inference_mode():  # its own pass: the sampler would slow the timing
+                forward(x)
             rows.append({"batch_size": batch, "precision": precision, "img_per_s": round(batch / seconds, 2),
                          "ms_per_batch": round(seconds * 1e3, 3), "peak_mem_mb": round(peak.mib, 1), **common})
     return rows
@@ -144,13 +147,9 @@ def time_forward(
     amp: Callable[[], contextlib.AbstractContextManager],
     repeats: int,
     device: torch.device,
-    timed_phase: contextlib.AbstractContextManager | None = None,
 ) -> float:
-    """Median seconds per forward pass over ``repeats`` timed runs, after ``WARMUP`` untimed ones.
-
-    ``timed_phase`` wraps only the timed runs (memory is measured there, so one-time warm-up costs
-    such as compilation or kernel autotuning are left out).
-    """
+    """Median seconds per forward pass over ``repeats`` timed runs, after ``WARMUP`` untimed ones (which
+    absorb one-time costs: compilation, kernel autotuning, lazy initialisation)."""
     import torch
 
     def sync() -> None:
@@ -172,8 +171,7 @@ def time_forward(
         raise DeitctlError(f"the benchmark's first forward pass failed ({type(e).__name__}: {e}); "
                            "try without --compile or with another --precision") from None
     iterations = max(1, math.ceil(MIN_RUN_S / max(one, 1e-9)))
-    with timed_phase or contextlib.nullcontext():
-        return statistics.median([run(iterations) for _ in range(repeats)])
+    return statistics.median([run(iterations) for _ in range(repeats)])
 
 
 def _device_name(device: torch.device) -> str:
