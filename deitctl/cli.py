@@ -268,13 +268,14 @@ def export(
         return
     log(f"{result.format} export written to {result.path} ({', '.join(result.files)}); "
         f"checked with {result.verified_with or 'nothing'}")
-    rows = [{"inputs": k, "max_abs_diff": v, "tolerance": result.tolerance} for k, v in result.max_abs_diff.items()]
     if result.relative_diff:  # int8: the float graph met --tolerance; the file is held to a relative bound
         from deitctl.export import INT8_RELATIVE_TOLERANCE
 
         rows = [{"inputs": k, "float diff": result.float_max_abs_diff[k], "int8 diff": v,
                  "int8 relative": result.relative_diff[k], "bound": INT8_RELATIVE_TOLERANCE}
                 for k, v in result.max_abs_diff.items()]
+    else:
+        rows = [{"inputs": k, "max_abs_diff": v, "tolerance": result.tolerance} for k, v in result.max_abs_diff.items()]
     print_table(rows)
 
 

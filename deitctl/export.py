@@ -84,7 +84,7 @@ def export_model(
     result = ExportResult(fmt, str(out), [], tolerance=tolerance, quantize=quantize)
 
     def check_float(runner: Runner) -> None:
-        result.float_max_abs_diff = compare(loaded.model, runner, inputs)
+        result.float_max_abs_diff = compare(loaded.model, runner, inputs)[0]
         check_parity(result.float_max_abs_diff, tolerance, f"{fmt} (float graph)")
 
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -93,10 +93,10 @@ def export_model(
         else:
             writer = {"safetensors": _write_safetensors, "transformers": _write_transformers}[fmt]
             candidate, result.verified_with = writer(loaded, tmp)
-        result.max_abs_diff = compare(loaded.model, candidate, inputs) if candidate else {}
+        result.max_abs_diff, relative = compare(loaded.model, candidate, inputs) if candidate else ({}, {})
         if quantize:
-            result.relative_diff = compare(loaded.model, candidate, inputs, relative=True)
-            check_parity(result.relative_diff, INT8_RELATIVE_TOLERANCE, f"{fmt} {quantize} (relative)")
+            result.relative_diff = relative
+            check_parity(relative, INT8_RELATIVE_TOLERANCE, f"{fmt} {quantize} (relative)")
         else:
             check_parity(result.max_abs_diff, tolerance, fmt)
         result.files = sorted(p.name for p in tmp.iterdir())
@@ -202,13 +202,14 @@ def _dataset_images(dataset: str, split: str, channels: int, n: int) -> list:
     return [decode_image(v, mode, i) for i, v in enumerate(part.dataset[part.image_column])]
 
 
-def compare(reference: nn.Module, candidate: Runner, inputs: dict[str, torch.Tensor],
-            relative: bool = False) -> dict[str, float]:
-    """Max absolute logit difference per input set (each set also run one sample at a time: batch 1);
-    ``relative``: divided by the largest absolute logit of the reference."""
+def compare(reference: nn.Module, candidate: Runner, inputs: dict[str, torch.Tensor]
+            ) -> tuple[dict[str, float], dict[str, float]]:
+    """Per input set, the max absolute logit difference, and the same divided by the reference's
+    largest absolute logit (each set is also run one sample at a time: batch 1)."""
     import torch
 
-    diffs: dict[str, float] = {}
+    absolute: dict[str, float] = {}
+    relative: dict[str, float] = {}
     with torch.no_grad():
         for name, x in inputs.items():
             want = reference(x).float()
@@ -216,8 +217,9 @@ def compare(reference: nn.Module, candidate: Runner, inputs: dict[str, torch.Ten
             if got.shape != want.shape:
                 raise DeitctlError(f"exported model returns shape {tuple(got.shape)}, PyTorch {tuple(want.shape)}")
             diff = (got - want).abs().max()
-            diffs[name] = float(diff / want.abs().max().clamp_min(1e-12) if relative else diff)
-    return diffs
+            absolute[name] = float(diff)
+            relative[name] = float(diff / want.abs().max().clamp_min(1e-12))
+    return absolute, relative
 
 
 def check_parity(diffs: dict[str, float], tolerance: float, fmt: str) -> None:

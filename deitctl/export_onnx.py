@@ -113,10 +113,10 @@ def _write_config(loaded: LoadedModel, out: Path, onnx_info: dict[str, Any]) -> 
 # ------------------------------------------------------------------------------- attention forms
 def exportable_copy(model: nn.Module) -> nn.Module:
     """A copy with timm's plain attention (what ``exportable=True`` selects): portable to every runtime."""
+    from deitctl.speed import set_attention
+
     clone = copy.deepcopy(model).eval()
-    for module in clone.modules():
-        if hasattr(module, "fused_attn"):
-            module.fused_attn = False
+    set_attention(clone, "math")
     return clone
 
 
