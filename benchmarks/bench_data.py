@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------- data
 def fashion_for_torchvision() -> Path:
     """torchvision's FashionMNIST wants the IDX files un-gzipped under ROOT/FashionMNIST/raw."""
-    from deitctl.fashion_mnist import IDX_DIR
+    from deitctl.data.fashion_mnist import IDX_DIR
 
     raw = TMP / "torchvision" / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
@@ -80,10 +80,10 @@ def jpeg_folder(count: int, side: int) -> Path:
 def our_loader(ref: str, recipe, args: argparse.Namespace):
     from torch.utils.data import DataLoader
 
-    from deitctl import data, samples
-    from deitctl.transforms import train_transform
+    from deitctl.data import samples, splits
+    from deitctl.data.transforms import train_transform
 
-    split = data.load_split(ref, "train")
+    split = splits.load_split(ref, "train")
     dataset = samples.with_transform(split, train_transform(recipe), recipe.in_chans)
     return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
                       persistent_workers=args.workers > 0, collate_fn=samples.collate)
@@ -92,7 +92,7 @@ def our_loader(ref: str, recipe, args: argparse.Namespace):
 def timm_loader(name: str, root: Path, recipe, args: argparse.Namespace, transform: Callable | None = None):
     from timm.data import create_dataset, create_loader
 
-    from deitctl.transforms import _pillow_safe, _stats
+    from deitctl.data.transforms import channel_stats, pillow_safe
 
     dataset = create_dataset(name, root=str(root), split="train", is_training=True, download=False)
     loader = create_loader(
@@ -100,10 +100,10 @@ def timm_loader(name: str, root: Path, recipe, args: argparse.Namespace, transfo
         is_training=True, use_prefetcher=False, num_workers=args.workers, persistent_workers=args.workers > 0,
         auto_augment=recipe.rand_augment, color_jitter=None if recipe.rand_augment else 0.3,
         interpolation=recipe.train_interpolation, re_prob=recipe.reprob, re_mode=recipe.remode,
-        re_count=recipe.recount, mean=_stats(recipe.mean, recipe.in_chans), std=_stats(recipe.std, recipe.in_chans),
+        re_count=recipe.recount, mean=channel_stats(recipe.mean, recipe.in_chans), std=channel_stats(recipe.std, recipe.in_chans),
     )
     # plain timm + Pillow 13 crashes on 0-bit Posterize: same fix as ours, same cost
-    loader.dataset.transform = transform or _pillow_safe(loader.dataset.transform)
+    loader.dataset.transform = transform or pillow_safe(loader.dataset.transform)
     return loader
 
 
@@ -123,9 +123,9 @@ def images_per_second(loader, args: argparse.Namespace) -> float:
 
 
 def bench_rows(args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
-    from deitctl.fashion_mnist import idx_available
-    from deitctl.recipes import load_recipe
-    from deitctl.transforms import train_transform
+    from deitctl.config.loader import load_recipe
+    from deitctl.data.fashion_mnist import idx_available
+    from deitctl.data.transforms import train_transform
 
     cases = []
     if args.only in (None, "fashion") and idx_available():

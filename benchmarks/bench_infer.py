@@ -1,7 +1,7 @@
 """Inference: `deitctl eval`/`bench` and the ONNX exports against eager fp32 timm, side by side; and top-1.
 
 Speed: DeiT-Ti (deit_tiny_patch16_224, random weights: speed does not depend on them) at 224 px, batch 32.
-Every variant is timed by the same code (deitctl.bench.time_forward: warm-up, then the median of timed
+Every variant is timed by the same code (deitctl.app.bench.time_forward: warm-up, then the median of timed
 runs), and the variants take turns, --repeats times, so drifting machine load hits them alike:
 
   eager fp32 timm           the baseline: timm.create_model(...).eval() under inference_mode
@@ -36,16 +36,18 @@ def speed_variants(tmp: Path, precision: str) -> dict:
     """name → (forward callable, autocast context factory), all on the same DeiT-Ti weights."""
     import timm
 
-    from deitctl.export import export_model
-    from deitctl.modelref import load_model, save_model_dir
-    from deitctl.speed import Predictor
+    from deitctl.app.export import ExportRequest
+    from deitctl.app.export import run as export_model
+    from deitctl.models.refs import load_model
+    from deitctl.models.store import save_model_dir
+    from deitctl.runtime.predictor import Predictor
 
     cpu = torch.device("cpu")
     torch.manual_seed(0)
     model = timm.create_model("deit_tiny_patch16_224").eval()
     save_model_dir(model, tmp / "deit-ti")
     for name, quantize in (("onnx-fp32", None), ("onnx-int8", "int8")):
-        export_model(str(tmp / "deit-ti"), "onnx", tmp / name, quantize=quantize)
+        export_model(ExportRequest(str(tmp / "deit-ti"), "onnx", tmp / name, quantize=quantize))
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     none = contextlib.nullcontext
     return {
@@ -59,7 +61,7 @@ def speed_variants(tmp: Path, precision: str) -> dict:
 
 
 def measure_speed(args: argparse.Namespace, tmp: Path, precision: str) -> None:
-    from deitctl.bench import time_forward
+    from deitctl.evaluation.timing import time_forward
 
     variants = speed_variants(tmp, precision)
     x = torch.randn(args.batch_size, 3, 224, 224)
@@ -77,14 +79,16 @@ def measure_speed(args: argparse.Namespace, tmp: Path, precision: str) -> None:
 
 
 def measure_accuracy(args: argparse.Namespace, tmp: Path, precision: str) -> None:
-    from deitctl.evaluate import run_eval
-    from deitctl.export import export_model
+    from deitctl.app.eval import EvalRequest
+    from deitctl.app.eval import run as run_eval
+    from deitctl.app.export import ExportRequest
+    from deitctl.app.export import run as export_model
 
     if not Path(args.model, "model.safetensors").is_file():
         print(f"\n(no trained model at {args.model}: run `bash scripts/main.sh` for the accuracy table)")
         return
     for name, quantize in (("fm-onnx-fp32", None), ("fm-onnx-int8", "int8")):
-        export_model(args.model, "onnx", tmp / name, quantize=quantize)
+        export_model(ExportRequest(args.model, "onnx", tmp / name, quantize=quantize))
     runs = {
         "fp32 (PyTorch)": (args.model, "fp32", False),
         f"default ({precision})": (args.model, "auto", False),
@@ -92,7 +96,7 @@ def measure_accuracy(args: argparse.Namespace, tmp: Path, precision: str) -> Non
         "ONNX Runtime fp32": (str(tmp / "fm-onnx-fp32"), "auto", False),
         "ONNX Runtime int8": (str(tmp / "fm-onnx-int8"), "auto", False),
     }
-    results = {name: run_eval(ref, dataset=args.dataset, precision=p, compile_model=c, num_workers=1)
+    results = {name: run_eval(EvalRequest(ref, dataset=args.dataset, precision=p, compile_model=c, num_workers=1))
                for name, (ref, p, c) in runs.items()}
     ref = results["fp32 (PyTorch)"]["top1"]
     print(f"\n`deitctl eval {args.model}` on {args.dataset} ({results['fp32 (PyTorch)']['num_samples']} images)\n")
@@ -109,7 +113,7 @@ def main() -> None:
     p.add_argument("--model", default="runs/main/fashion-deit-ti-distilled", help="trained model for the top-1 table")
     p.add_argument("--dataset", default="fashion-mnist")
     args = p.parse_args()
-    from deitctl.speed import resolve_precision
+    from deitctl.runtime.precision import resolve_precision
 
     precision = resolve_precision("auto", torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp_name:

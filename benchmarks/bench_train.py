@@ -57,8 +57,8 @@ def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (2048, 3072, 4096),
 def make_teacher(arch: str, out: Path) -> tuple[Path, float]:
     import timm
 
-    from deitctl.modelref import save_model_dir
-    from deitctl.models import count_gmacs
+    from deitctl.models.inspect import count_gmacs
+    from deitctl.models.store import save_model_dir
 
     model = timm.create_model(arch, num_classes=10)
     save_model_dir(model, out, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -67,13 +67,14 @@ def make_teacher(arch: str, out: Path) -> tuple[Path, float]:
 
 def run_deitctl(teacher: Path, args: argparse.Namespace, tmp: Path, extra: tuple[str, ...] = ()) -> dict:
     """The second epoch's metrics row of `deitctl train` (the first one compiles and warms up)."""
-    from deitctl.runsetup import RunOptions
-    from deitctl.train import train
+    from deitctl.app.train import TrainRequest, run
+    from deitctl.training.plan import RunOptions
 
     out = tmp / f"run-{time.time_ns()}"
     sets = [*SETS, f"num_workers={args.workers}", *extra]
-    train(RECIPE, RunOptions(out=out, sets=sets, dataset="fashion-mnist", teacher=str(teacher), epochs=2,
-                             batch_size=args.batch_size, max_train_samples=args.samples, max_eval_samples=32))
+    run(TrainRequest(RECIPE, RunOptions(out=out, sets=sets, dataset="fashion-mnist", teacher=str(teacher), epochs=2,
+                                        batch_size=args.batch_size, max_train_samples=args.samples,
+                                        max_eval_samples=32)))
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
 
 
@@ -83,10 +84,10 @@ def run_plain(teacher_dir: Path, args: argparse.Namespace) -> tuple[float, dict[
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
-    from deitctl.data import load_split, subset
-    from deitctl.recipes import load_recipe
-    from deitctl.samples import collate, with_transform
-    from deitctl.transforms import make_mixup, train_transform
+    from deitctl.config.loader import load_recipe
+    from deitctl.data.samples import collate, with_transform
+    from deitctl.data.splits import load_split, subset
+    from deitctl.data.transforms import make_mixup, train_transform
 
     recipe = load_recipe(RECIPE, SETS)
     split = subset(load_split("fashion-mnist", "train"), args.samples, 0)
@@ -139,8 +140,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--ablation", action="store_true", help="also run deitctl with each lever switched")
     args = p.parse_args()
-    from deitctl.models import count_gmacs
-    from deitctl.models import create_by_name as create
+    from deitctl.models.factory import build as create
+    from deitctl.models.inspect import count_gmacs
 
     peak = matmul_peak(torch.bfloat16)
     student_gmacs = count_gmacs(create("deit_tiny_distilled_patch16_224", num_classes=10), 224, 3)

@@ -64,7 +64,7 @@ def base_chain(name: str) -> list[str]:
     """The recipes ``name`` inherits from, nearest first (read from the YAML ``base`` keys)."""
     import yaml
 
-    from deitctl.recipes import _find
+    from deitctl.config.loader import _find
 
     chain = []
     while True:
@@ -93,7 +93,7 @@ def _augmentation(r: Any) -> str:
 
 
 def recipes_page() -> str:
-    from deitctl.recipes import load_recipe, public_recipes
+    from deitctl.config.loader import load_recipe, public_recipes
 
     names = public_recipes()
     recipes = {n: load_recipe(n) for n in names}

@@ -78,7 +78,7 @@ def make_tiny_model(distilled: bool = False, in_chans: int = 1, img_size: int = 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A model directory (config.json + model.safetensors) of a tiny plain DeiT for `tiny_data`."""
-    from deitctl.modelref import save_model_dir
+    from deitctl.models.store import save_model_dir
 
     path = tmp_path_factory.mktemp("models") / "plain"
     save_model_dir(make_tiny_model(False), path, label_names=CLASSES, mean=(0.5,), std=(0.5,))
@@ -88,7 +88,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_distilled_dir(tmp_path_factory) -> Path:
     """A model directory of a tiny distilled DeiT (class + distillation token) for `tiny_data`."""
-    from deitctl.modelref import save_model_dir
+    from deitctl.models.store import save_model_dir
 
     path = tmp_path_factory.mktemp("models") / "distilled"
     save_model_dir(make_tiny_model(True), path, label_names=CLASSES, mean=(0.5,), std=(0.5,))
@@ -110,7 +110,7 @@ def cli():
         err = result.stderr if hasattr(result, "stderr") else ""
         exc = result.exception
         if exc is not None and not isinstance(exc, SystemExit):
-            from deitctl.errors import DeitctlError
+            from deitctl.core.errors import DeitctlError
 
             if isinstance(exc, DeitctlError):  # what main() does for the real console script
                 return exc.exit_code, result.stdout, f"error: {exc}"

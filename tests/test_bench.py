@@ -18,7 +18,7 @@ def bench_json(cli, *args) -> list[dict]:
 def test_rows_for_each_batch_size_and_precision(cli, tiny_model_dir):
     from conftest import make_tiny_model
 
-    from deitctl.models import count_gmacs, count_params
+    from deitctl.models.inspect import count_gmacs, count_params
 
     rows = bench_json(cli, tiny_model_dir, "--batch-sizes", "1,4", "--precision", "fp32,bf16", "--repeats", "2")
     assert [(r["batch_size"], r["precision"]) for r in rows] == [(1, "fp32"), (4, "fp32"), (1, "bf16"), (4, "bf16")]
@@ -74,7 +74,7 @@ def test_cpu_peak_memory_sees_an_allocation():
     import numpy as np
     import torch
 
-    from deitctl.bench import PeakMemory
+    from deitctl.evaluation.timing import PeakMemory
 
     with PeakMemory(torch.device("cpu")) as peak:
         block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import CLASSES, make_dataset_dict, make_images
 
-from deitctl import data, samples
-from deitctl.errors import DeitctlError, UsageError
+from deitctl.core.errors import DeitctlError, UsageError
+from deitctl.data import samples, sources, splits
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -28,11 +28,11 @@ def image_tree(root: Path, per_class: int = 3, corrupt: str | None = None) -> Pa
     return root
 
 
-def labels_of(split: data.LabeledSplit) -> list[int]:
+def labels_of(split: splits.LabeledSplit) -> list[int]:
     return list(split.dataset[split.label_column])
 
 
-def first_tensor(split: data.LabeledSplit, size: int = 16):
+def first_tensor(split: splits.LabeledSplit, size: int = 16):
     from torchvision import transforms as T
 
     return samples.with_transform(split, T.Compose([T.Resize((size, size)), T.ToTensor()]), 1)[0]
@@ -40,30 +40,30 @@ def first_tensor(split: data.LabeledSplit, size: int = 16):
 
 # ------------------------------------------------------------------------------------- sources
 def test_save_to_disk_directory(tiny_data):
-    train, test = data.load_split(str(tiny_data), "train"), data.load_split(str(tiny_data), "test")
+    train, test = splits.load_split(str(tiny_data), "train"), splits.load_split(str(tiny_data), "test")
     assert (len(train), len(test)) == (64, 32)
     assert train.class_names == CLASSES and (train.image_column, train.label_column) == ("image", "label")
     assert labels_of(train)[:5] == [0, 1, 2, 3, 0]
     sample = first_tensor(train)
     assert sample["x"].shape == (1, 16, 16) and sample["y"] == 0
-    assert data.load_split(str(tiny_data), "validation").split == "validation"  # alias: test
+    assert splits.load_split(str(tiny_data), "validation").split == "validation"  # alias: test
 
 
 def test_image_folder_tree_of_png_and_jpeg(tmp_path):
     root = image_tree(tmp_path / "pets")
-    train = data.load_split(str(root), "train")
+    train = splits.load_split(str(root), "train")
     assert len(train) == 6 and train.class_names == ["cat", "dog"]
-    assert len(data.load_split(str(root), "test")) == 6
+    assert len(splits.load_split(str(root), "test")) == 6
     assert first_tensor(train)["x"].shape == (1, 16, 16)
 
 
 def test_parquet_files_keep_class_names_and_splits(tmp_path):
     for split, ds in make_dataset_dict(8, 4).items():
         ds.to_parquet(str(tmp_path / f"{split}-00000-of-00001.parquet"))
-    train, test = data.load_split(str(tmp_path), "train"), data.load_split(str(tmp_path), "test")
+    train, test = splits.load_split(str(tmp_path), "train"), splits.load_split(str(tmp_path), "test")
     assert (len(train), len(test), train.class_names) == (8, 4, CLASSES)
     assert first_tensor(test)["y"] == 0
-    assert len(data.load_split(str(tmp_path / "train-00000-of-00001.parquet"))) == 8  # a single file
+    assert len(splits.load_split(str(tmp_path / "train-00000-of-00001.parquet"))) == 8  # a single file
 
 
 def test_arrow_files_split_by_folder(tmp_path, tiny_data):
@@ -71,7 +71,7 @@ def test_arrow_files_split_by_folder(tmp_path, tiny_data):
         (tmp_path / split).mkdir()
         for f in (tiny_data / split).glob("*.arrow"):
             (tmp_path / split / f.name).write_bytes(f.read_bytes())
-    assert len(data.load_split(str(tmp_path), "test")) == 32
+    assert len(splits.load_split(str(tmp_path), "test")) == 32
 
 
 def test_string_and_integer_labels_give_the_same_classes_in_every_split(tmp_path):
@@ -85,9 +85,9 @@ def test_string_and_integer_labels_give_the_same_classes_in_every_split(tmp_path
         "test": Dataset.from_dict({"image": images[4:], "animal": ["eel", "eel"], "label": [4, 0]}, features=feats),
     })
     dd.save_to_disk(str(tmp_path / "d"))
-    test = data.load_split(str(tmp_path / "d"), "test", label_column="animal")
+    test = splits.load_split(str(tmp_path / "d"), "test", label_column="animal")
     assert test.class_names == ["cat", "dog", "eel"] and labels_of(test) == [2, 2]
-    train = data.load_split(str(tmp_path / "d"), "train")  # integer labels: 0..max over all splits
+    train = splits.load_split(str(tmp_path / "d"), "train")  # integer labels: 0..max over all splits
     assert train.class_names == ["0", "1", "2", "3", "4"]
 
 
@@ -99,7 +99,7 @@ def write_idx(path: Path, array) -> None:
 def test_fashion_mnist_idx_conversion(tmp_path, monkeypatch):
     import numpy as np
 
-    from deitctl import fashion_mnist
+    from deitctl.data import fashion_mnist
 
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 5), ("t10k", 3)):
@@ -114,15 +114,15 @@ def test_fashion_mnist_idx_conversion(tmp_path, monkeypatch):
     assert np.array_equal(np.asarray(built["train"][2]["image"]), expected[2])
 
 
-@pytest.mark.skipif(not __import__("deitctl.fashion_mnist").fashion_mnist.idx_available(),
+@pytest.mark.skipif(not __import__("deitctl.data.fashion_mnist").data.fashion_mnist.idx_available(),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist(cli):
     code, out, _ = cli("data", "show", "fashion-mnist", "--json")
     summary = json.loads(out)
     assert code == 0 and summary["splits"] == {"train": 60_000, "test": 10_000}
     assert summary["class_names"][9] == "Ankle boot" and summary["first_image"]["width"] == 28
-    train = data.load_split("fashion-mnist", "train")
-    assert len(train) == 60_000 and len(data.load_split("fashion-mnist", "test")) == 10_000
+    train = splits.load_split("fashion-mnist", "train")
+    assert len(train) == 60_000 and len(splits.load_split("fashion-mnist", "test")) == 10_000
     assert train.class_names[0] == "T-shirt/top" and train.num_classes == 10
     assert first_tensor(train, 28)["x"].shape == (1, 28, 28)
 
@@ -137,8 +137,8 @@ def test_cifar100_fine_labels_unless_coarse_is_asked(monkeypatch, name, column, 
                       "coarse_label": ClassLabel(names=["aquatic_mammals", "fish"])})
     fake = Dataset.from_dict({"img": images, "fine_label": [0, 1], "coarse_label": [1, 0]}, features=feats)
     seen = []
-    monkeypatch.setattr(data, "_load_hub", lambda hub_id, ref: seen.append(hub_id) or {"train": fake})
-    split = data.load_split(name, "train")
+    monkeypatch.setattr(sources, "_load_hub", lambda hub_id, ref: seen.append(hub_id) or {"train": fake})
+    split = splits.load_split(name, "train")
     assert seen == ["uoft-cs/cifar100"] and (split.image_column, split.label_column) == ("img", column)
     assert split.class_names == names
 
@@ -147,7 +147,7 @@ def test_cifar100_fine_labels_unless_coarse_is_asked(monkeypatch, name, column, 
 @pytest.mark.parametrize("ref", ["uoft-cs/cifar10", "cifar10", "somebody/not-cached"])
 def test_hub_dataset_not_cached_offline_is_one_clear_line(cli, ref):
     with pytest.raises(DeitctlError) as e:
-        data.load_split(ref, "train")
+        splits.load_split(ref, "train")
     msg = str(e.value)
     assert "\n" not in msg and "not in the local datasets cache" in msg and "image folder, parquet" in msg
     code, _, err = cli("data", "show", ref)
@@ -156,7 +156,7 @@ def test_hub_dataset_not_cached_offline_is_one_clear_line(cli, ref):
 
 def test_unknown_name_suggests(cli):
     with pytest.raises(UsageError, match=r"unknown dataset 'fashion_mnist' \(did you mean: fashion-mnist"):
-        data.load_split("fashion_mnist")
+        splits.load_split("fashion_mnist")
     assert cli("data", "show", "cifar-10")[0] == 2
 
 
@@ -167,19 +167,19 @@ def test_missing_columns_name_them_and_the_flags(tmp_path, cli):
     feats = Features({"pic": Image(), "kind": Value("int64")})
     Dataset.from_dict({"pic": images, "kind": labels}, features=feats).save_to_disk(str(tmp_path / "d"))
     with pytest.raises(UsageError, match=r"label column: cannot infer it \(columns: pic, kind\); pass --label-column"):
-        data.load_split(str(tmp_path / "d"))
+        splits.load_split(str(tmp_path / "d"))
     with pytest.raises(UsageError, match=r"image column: 'photo' not found .*; pass --image-column NAME"):
-        data.load_split(str(tmp_path / "d"), image_column="photo", label_column="kind")
+        splits.load_split(str(tmp_path / "d"), image_column="photo", label_column="kind")
     with pytest.raises(UsageError, match=r"column 'kind' does not hold images"):
-        data.load_split(str(tmp_path / "d"), image_column="kind", label_column="kind")
-    assert data.load_split(str(tmp_path / "d"), label_column="kind").class_names == ["0", "1", "2", "3"]
+        splits.load_split(str(tmp_path / "d"), image_column="kind", label_column="kind")
+    assert splits.load_split(str(tmp_path / "d"), label_column="kind").class_names == ["0", "1", "2", "3"]
     code, _, err = cli("data", "show", tmp_path / "d")
     assert code == 2 and err.startswith("error: ") and "pass --label-column NAME" in err
 
 
 def test_missing_split_lists_the_available_ones(tiny_data):
     with pytest.raises(UsageError, match=r"no split 'holdout' \(available: train, test\); pass --split"):
-        data.load_split(str(tiny_data), "holdout")
+        splits.load_split(str(tiny_data), "holdout")
 
 
 def test_empty_split_and_empty_or_missing_paths(tmp_path):
@@ -192,23 +192,23 @@ def test_empty_split_and_empty_or_missing_paths(tmp_path):
     dd["test"].to_parquet(str(tmp_path / "p" / "test.parquet"))
     for where in ("d", "p"):  # datasets itself refuses to load either: the message still says which split
         with pytest.raises(UsageError, match=f"{tmp_path / where}: split 'test' is empty"):
-            data.load_split(str(tmp_path / where), "train")
-    monkeypatch_free = data.OpenedDataset({"test": dd["test"]}, None, None, "mem")
+            splits.load_split(str(tmp_path / where), "train")
+    monkeypatch_free = sources.OpenedDataset({"test": dd["test"]}, None, None, "mem")
     with pytest.raises(UsageError, match="dataset 'mem' split 'test' is empty"):
-        data.label_split(monkeypatch_free, "test")
+        splits.label_split(monkeypatch_free, "test")
     assert isinstance(dd["test"], Dataset)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no images, parquet or arrow files found"):
-        data.load_split(str(tmp_path / "empty"))
+        splits.load_split(str(tmp_path / "empty"))
     with pytest.raises(UsageError, match="no such file or directory"):
-        data.load_split(str(tmp_path / "nope"))
+        splits.load_split(str(tmp_path / "nope"))
 
 
 def test_corrupt_image_in_a_worker_fails_with_the_file_named(tmp_path):
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
 
-    split = data.load_split(str(image_tree(tmp_path / "pets", corrupt="broken.png")), "train")
+    split = splits.load_split(str(image_tree(tmp_path / "pets", corrupt="broken.png")), "train")
     ds = samples.with_transform(split, T.Compose([T.Resize((8, 8)), T.ToTensor()]), 3)
     batches = iter(DataLoader(ds, batch_size=4, num_workers=1, collate_fn=samples.collate))
     with pytest.raises(samples.UnreadableImageError) as e:
@@ -225,7 +225,7 @@ def test_corrupt_embedded_image_names_the_sample():
 
 # ---------------------------------------------------------------------------------- transforms
 def recipe(*sets: str):
-    from deitctl.recipes import load_recipe
+    from deitctl.config.loader import load_recipe
 
     return load_recipe("fashion-deit-ti", ["reprob=0", *sets])
 
@@ -242,7 +242,7 @@ def test_eval_and_train_transforms_shapes_and_normalisation(channels, size):
 
     import torch
 
-    from deitctl.transforms import recipe_eval_transform, train_transform
+    from deitctl.data.transforms import recipe_eval_transform, train_transform
 
     r = recipe(f"in_chans={channels}", f"img_size={size}", "mean=[0.5]", "std=[0.25]")
     img = constant_image(204, size + 7, channels)  # 0.8 → (0.8 - 0.5) / 0.25 = 1.2
@@ -262,22 +262,23 @@ def test_eval_transform_small_images_are_not_resized_large_ones_are():
     import torch
     from PIL import Image
 
-    from deitctl.transforms import eval_transform
+    from deitctl.data.transforms import eval_transform
+    from deitctl.models.types import DataConfig
 
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (28, 28), dtype=np.uint8)
-    x = eval_transform(28, (0.0,), (1.0,), 1)(Image.fromarray(small, "L"))
+    x = eval_transform(DataConfig((1, 28, 28), (0.0,), (1.0,)))(Image.fromarray(small, "L"))
     assert torch.equal(x[0], torch.from_numpy(small).float() / 255)
     big = np.zeros((64, 64), dtype=np.uint8)
     big[:3] = 255  # a bright band at the top: cropped away after resizing to 64 / 0.875 = 73
-    x = eval_transform(64, (0.0,), (1.0,), 1)(Image.fromarray(big, "L"))
+    x = eval_transform(DataConfig((1, 64, 64), (0.0,), (1.0,)))(Image.fromarray(big, "L"))
     assert x.shape == (1, 64, 64) and x.max() < 0.05  # a plain center crop would keep the band
 
 
 def test_mixup_yields_soft_targets_with_label_smoothing():
     import torch
 
-    from deitctl.transforms import make_mixup
+    from deitctl.data.transforms import make_mixup
 
     assert make_mixup(recipe("mixup=0", "cutmix=0"), 4) is None
     x, y = torch.rand(8, 1, 16, 16), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
@@ -320,7 +321,7 @@ def test_data_show_grid_png(cli, tiny_rgb_data, tmp_path):
 def test_randaugment_posterize_to_zero_bits_does_not_crash_with_current_pillow():
     from PIL import Image
 
-    from deitctl.transforms import train_transform
+    from deitctl.data.transforms import train_transform
 
     transform = train_transform(recipe("img_size=48", "in_chans=3", "rand_augment=rand-m9-mstd0.5-inc1"))
     rand_augment = next(t for t in transform.transforms if hasattr(t, "ops"))

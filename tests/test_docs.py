@@ -15,7 +15,7 @@ import pytest
 import typer
 
 from deitctl.cli import app
-from deitctl.recipes import load_recipe, public_recipes
+from deitctl.config.loader import load_recipe, public_recipes
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CODE = re.compile(r"```(?:bash|sh|console)?\n(.*?)```|`([^`\n]+)`", re.DOTALL)

@@ -18,7 +18,7 @@ def quick_train(model, dataset_dir: Path, steps: int = 25, dist_shift: int = 1):
     import torch
     import torch.nn.functional as F
 
-    from deitctl.models import is_distilled
+    from deitctl.models.inspect import is_distilled
 
     x, y = hand_inputs(dataset_dir, "train")
     torch.manual_seed(0)
@@ -62,7 +62,7 @@ def pct_correct(logits, y) -> float:
 
 
 def save(model, path: Path) -> Path:
-    from deitctl.modelref import save_model_dir
+    from deitctl.models.store import save_model_dir
 
     return save_model_dir(model, path, label_names=CLASSES, mean=(0.5,), std=(0.5,))
 
@@ -109,7 +109,7 @@ def test_evaluate_topk_loss_and_confusion_by_hand():
     import torch
     import torch.nn.functional as F
 
-    from deitctl.evaluate import evaluate
+    from deitctl.evaluation.metrics import evaluate
 
     logits = torch.tensor([
         [9.0, 1, 2, 3, 4, 5, 0],  # label 0: top-1 hit
@@ -136,7 +136,7 @@ def test_evaluate_topk_loss_and_confusion_by_hand():
 def test_top_k_is_capped_at_the_class_count():
     import torch
 
-    from deitctl.evaluate import evaluate
+    from deitctl.evaluation.metrics import evaluate
 
     logits = torch.tensor([[0.0, 1, 2], [2.0, 1, 0]])
     out = evaluate(FixedLogits(), [(logits, torch.tensor([0, 0]))])
@@ -146,8 +146,8 @@ def test_top_k_is_capped_at_the_class_count():
 def test_fp16_on_cpu_is_refused_by_evaluate():
     import torch
 
-    from deitctl.errors import UsageError
-    from deitctl.evaluate import evaluate
+    from deitctl.core.errors import UsageError
+    from deitctl.evaluation.metrics import evaluate
 
     with pytest.raises(UsageError, match="fp16"):
         evaluate(FixedLogits(), [(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long))], precision="fp16")
@@ -156,8 +156,8 @@ def test_fp16_on_cpu_is_refused_by_evaluate():
 def test_unlabelled_split_is_a_clear_error():
     import torch
 
-    from deitctl.errors import UsageError
-    from deitctl.evaluate import evaluate
+    from deitctl.core.errors import UsageError
+    from deitctl.evaluation.metrics import evaluate
 
     with pytest.raises(UsageError, match=r"unlabelled.*--split validation"):
         evaluate(FixedLogits(), [(torch.zeros(2, 3), torch.tensor([0, -1]))])
@@ -184,7 +184,7 @@ def test_eval_matches_hand_count(cli, trained, tiny_data):
 def test_distilled_late_fusion_is_the_mean_of_the_head_logits(cli, trained, tiny_data):
     import torch
 
-    from deitctl.evaluate import head_logits
+    from deitctl.evaluation.metrics import head_logits
 
     model, model_dir = trained[2], trained[3]
     x, y = hand_inputs(tiny_data)
@@ -211,7 +211,8 @@ def test_run_dir_defaults_to_the_recipe_dataset_and_split(cli, trained, tiny_dat
 
 
 def test_ema_weights_of_a_run(cli, trained, tiny_data, tmp_path):
-    from deitctl.modelref import EMA_WEIGHTS, save_model_dir
+    from deitctl.models.store import save_model_dir
+    from deitctl.models.types import EMA_WEIGHTS
 
     run = tmp_path / "run"
     shutil.copytree(trained[1], run)
@@ -225,13 +226,13 @@ def test_ema_weights_of_a_run(cli, trained, tiny_data, tmp_path):
 
 
 def test_fashion_mnist_run_dir(cli, tmp_path):
-    from deitctl import fashion_mnist
+    from deitctl.data import fashion_mnist
 
     if not fashion_mnist.idx_available():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     run = tmp_path / "run"
     model = make_tiny_model(img_size=28, num_classes=10).eval()
-    from deitctl.modelref import save_model_dir
+    from deitctl.models.store import save_model_dir
 
     save_model_dir(model, run, label_names=fashion_mnist.CLASS_NAMES, mean=(0.2860,), std=(0.3530,))
     (run / "recipe.yaml").write_text("model: deit_tiny_patch16_224\ndataset: fashion-mnist\neval_split: test\n")
@@ -264,7 +265,7 @@ def test_max_samples_and_bf16(cli, trained, tiny_data):
 def test_default_precision_is_bf16_where_native_and_close_to_fp32(cli, trained, tiny_data):
     import torch
 
-    from deitctl.speed import native_bf16
+    from deitctl.runtime.precision import native_bf16
 
     model, x, y = trained[0], *hand_inputs(tiny_data)
     out = eval_json(cli, trained[1], "--dataset", tiny_data, "--split", "test")
@@ -325,9 +326,9 @@ def _eval_in_process(model_dir: str, data_dir: str, out_file: str) -> None:
 
     faulthandler.dump_traceback_later(120, exit=True)  # a hang fails this test instead of the whole suite
     torch.set_num_threads(1)  # OpenMP's thread pool does not survive fork(): one thread, or a deadlock
-    from deitctl.evaluate import run_eval
+    from deitctl.app.eval import EvalRequest, run
 
-    result = run_eval(model_dir, data_dir, "test", batch_size=4, max_samples=30, per_class=True, num_workers=0)
+    result = run(EvalRequest(model_dir, data_dir, "test", batch_size=4, max_samples=30, per_class=True, num_workers=0))
     if result is not None:
         Path(out_file).write_text(json.dumps(result))
 
@@ -336,13 +337,13 @@ def test_two_processes_count_each_sample_once(trained, tiny_data, tmp_path):
     """30 samples over 2 processes × batches of 4: the sampler pads to 32; gather_for_metrics drops the pad."""
     from accelerate import debug_launcher
 
-    from deitctl.evaluate import run_eval
+    from deitctl.app.eval import EvalRequest, run
 
     out_file = tmp_path / "result.json"
     debug_launcher(_eval_in_process, args=(str(trained[1]), str(tiny_data), str(out_file)), num_processes=2)
     sharded = json.loads(out_file.read_text())
-    single = run_eval(str(trained[1]), str(tiny_data), "test", batch_size=4, max_samples=30, per_class=True,
-                      num_workers=0)
+    single = run(EvalRequest(str(trained[1]), str(tiny_data), "test", batch_size=4, max_samples=30, per_class=True,
+                             num_workers=0))
     assert sharded["num_samples"] == single["num_samples"] == 30
     assert sum(sharded["per_class"].values()) == pytest.approx(sum(single["per_class"].values()))
     for key in ("top1", "top5", "loss"):

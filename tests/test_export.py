@@ -88,7 +88,7 @@ def test_int8_onnx_export_then_eval_and_bench_of_the_file(cli, tiny_distilled_di
     import onnx
     import onnxruntime as ort
 
-    from deitctl.models import count_params
+    from deitctl.models.inspect import count_params
 
     out = tmp_path / "int8"
     code, stdout, err = cli("export", tiny_distilled_dir, "--format", "onnx", "--quantize", "int8", "--out", out,

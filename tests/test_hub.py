@@ -106,7 +106,7 @@ def test_push_repush_pull_and_load_with_plain_timm(cli, hub, run_dir, tmp_path):
 
 
 def test_pull_pinned_revision_and_branch(cli, hub, tiny_model_dir, tmp_path):
-    from deitctl.modelref import save_model_dir
+    from deitctl.models.store import save_model_dir
 
     v1 = json.loads(cli("push", tiny_model_dir, "org/m", "--json")[1])["commit"]
     v2_dir = tmp_path / "v2"
@@ -128,12 +128,13 @@ def test_pull_pinned_revision_and_branch(cli, hub, tiny_model_dir, tmp_path):
 
 
 def test_load_model_accepts_a_repo_id(hub, tiny_distilled_dir):
-    from deitctl.hub import push_model
-    from deitctl.modelref import load_model
+    from deitctl.app.hub import PushRequest, push
+    from deitctl.models.refs import load_model
 
-    push_model(tiny_distilled_dir, "org/routed")
+    push(PushRequest(tiny_distilled_dir, "org/routed"))
     loaded = load_model("org/routed")
     assert loaded.label_names == CLASSES and loaded.source == "org/routed"
+    assert load_model("hf-hub:org/routed").source == "org/routed"  # timm's explicit prefix: always the Hub
     assert (outputs(loaded.model) - outputs(make_tiny_model(True))).abs().max().item() == 0.0
 
 
@@ -167,7 +168,7 @@ def test_push_of_something_that_is_not_a_model_sends_nothing(cli, hub, tmp_path)
 def test_config_that_does_not_match_weights_is_refused(cli, hub, tiny_model_dir, tmp_path):
     from huggingface_hub import HfApi
 
-    from deitctl.modelref import save_model_dir
+    from deitctl.models.store import save_model_dir
 
     wider = tmp_path / "wider"
     model = make_tiny_model(False)
@@ -228,7 +229,7 @@ def test_offline_or_unreachable_pull_serves_the_cached_revision(cli, hub, tiny_m
 
 # ---------------------------------------------------------------------------------- directory hub
 def test_directory_hub_push_pull_pinned_and_missing(cli, tmp_path, tiny_model_dir, monkeypatch):
-    from deitctl.modelref import save_model_dir
+    from deitctl.models.store import save_model_dir
 
     monkeypatch.setenv("DEITCTL_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("DEITCTL_HUB_DIR", raising=False)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from deitctl.losses import distillation_loss
+from deitctl.training.losses import distillation_loss
 
 CLS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
 DIST = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 2.0]])
@@ -78,6 +78,24 @@ def test_none_mode_gives_dist_head_no_gradient():
     assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
 
 
-def test_modes_need_teacher_and_dist_head():
-    with pytest.raises(ValueError, match="needs a distillation head"):
-        distillation_loss(CLS, Y, TEACHER, "hard")
+def test_modes_need_teacher_logits():
+    with pytest.raises(ValueError, match="needs teacher logits"):
+        distillation_loss((CLS, DIST), Y, None, "hard")
+
+
+def test_hard_on_a_single_head_student_uses_that_head_for_both_terms():
+    """Table 3's "hard distillation" row: no distillation token, (1-λ)·CE(Z, y) + λ·CE(Z, argmax Z_t)."""
+    base = (ce([2.0, 0.0, -1.0], 0) + ce([0.5, 1.5, 0.0], 1)) / 2
+    distill = (ce([2.0, 0.0, -1.0], 1) + ce([0.5, 1.5, 0.0], 2)) / 2
+    got = distillation_loss(CLS, Y, TEACHER, "hard", alpha=0.5)
+    assert got.item() == pytest.approx(0.5 * base + 0.5 * distill, rel=1e-6)
+
+
+def test_soft_on_a_single_head_student_uses_that_head_for_both_terms():
+    """Table 3's "usual distillation" row: no distillation token, KL against the class head at τ 3, λ 0.1."""
+    tau, lam = 3.0, 0.1
+    base = (ce([2.0, 0.0, -1.0], 0) + ce([0.5, 1.5, 0.0], 1)) / 2
+    kl = sum(sum(a * math.log(a / b) for a, b in zip(softmax(t, tau), softmax(c, tau), strict=True))
+             for c, t in zip(CLS.tolist(), TEACHER.tolist(), strict=True)) / 2
+    got = distillation_loss(CLS, Y, TEACHER, "soft", alpha=lam, tau=tau)
+    assert got.item() == pytest.approx((1 - lam) * base + lam * tau * tau * kl, rel=1e-6)

@@ -9,7 +9,7 @@ import pathlib
 import pytest
 from conftest import make_tiny_model
 
-from deitctl.errors import DeitctlError, UsageError
+from deitctl.core.errors import DeitctlError, UsageError
 
 
 def deit64(distilled: bool = False, seed: int = 0):
@@ -61,7 +61,7 @@ def test_pth_with_a_pickled_object_is_refused(cli, tiny_data, tmp_path):
 def test_authors_checkpoint_loads_with_identical_outputs(tmp_path, distilled):
     import torch
 
-    from deitctl.modelref import load_model
+    from deitctl.models.refs import load_model
 
     model = deit64(distilled)
     ckpt = tmp_path / "checkpoint.pth"
@@ -77,7 +77,7 @@ def test_authors_checkpoint_loads_with_identical_outputs(tmp_path, distilled):
 def test_ddp_prefixed_raw_state_dict(tmp_path):
     import torch
 
-    from deitctl.modelref import load_model
+    from deitctl.models.refs import load_model
 
     model = deit64(seed=3)
     ckpt = tmp_path / "ddp.pth"
@@ -102,7 +102,7 @@ def test_pth_evaluates_through_the_cli(cli, tiny_data, tmp_path):
 def test_unusable_pth_files(tmp_path, content, needle):
     import torch
 
-    from deitctl.modelref import load_model
+    from deitctl.models.refs import load_model
 
     ckpt = tmp_path / "bad.pth"
     if isinstance(content, bytes):
@@ -117,7 +117,7 @@ def test_unusable_pth_files(tmp_path, content, needle):
 
 
 def test_model_dir_round_trip(tiny_model_dir, tiny_distilled_dir):
-    from deitctl.modelref import load_model
+    from deitctl.models.refs import load_model
 
     for path, distilled in ((tiny_model_dir, False), (tiny_distilled_dir, True)):
         loaded = load_model(str(path))
@@ -129,7 +129,7 @@ def test_model_dir_round_trip(tiny_model_dir, tiny_distilled_dir):
 def test_config_that_does_not_match_the_weights(tiny_model_dir, tmp_path):
     import shutil
 
-    from deitctl.modelref import load_model
+    from deitctl.models.refs import load_model
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
@@ -141,7 +141,7 @@ def test_config_that_does_not_match_the_weights(tiny_model_dir, tmp_path):
 
 
 def test_missing_local_path_is_not_taken_for_a_hub_repo(tmp_path, monkeypatch):
-    from deitctl.modelref import load_model
+    from deitctl.models.refs import load_model
 
     (tmp_path / "runs").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -150,9 +150,23 @@ def test_missing_local_path_is_not_taken_for_a_hub_repo(tmp_path, monkeypatch):
 
 
 def test_timm_names(tmp_path):
-    from deitctl.modelref import load_model
+    from deitctl.models.refs import load_model
 
     loaded = load_model("deit_tiny_patch16_224", num_classes=3, img_size=32)
     assert loaded.num_classes == 3 and loaded.data_config["input_size"] == (3, 32, 32)
     with pytest.raises(UsageError, match="did you mean"):
         load_model("deit_tiny_patch16_22")
+
+
+def test_timm_prefixes_say_exactly_which_kind_of_reference(tiny_model_dir, tmp_path, monkeypatch):
+    """`local-dir:` is always a directory (as in timm), even where the bare name would read as a Hub repo."""
+    import shutil
+
+    from deitctl.models.refs import load_model
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model_dir, tmp_path / "org" / "model")
+    loaded = load_model("local-dir:org/model")
+    assert loaded.label_names == ["zero", "one", "two", "three"] and loaded.path == pathlib.Path("org/model")
+    with pytest.raises(UsageError, match="org/missing: not a model or run directory"):
+        load_model("local-dir:org/missing")

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from deitctl.models import create_model
-from deitctl.recipes import load_recipe
+from deitctl.config.loader import load_recipe
+from deitctl.models.factory import create_model
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_pos_embed_resize_keeps_prefix_tokens_and_matches_bicubic():
     import torch
     import torch.nn.functional as F
 
-    from deitctl.models import load_adapted
+    from deitctl.models.adapt import load_adapted
     from tests.conftest import make_tiny_model
 
     src = make_tiny_model(distilled=True, img_size=16)  # 4×4 grid + cls + dist
@@ -75,7 +75,7 @@ def test_pos_embed_resize_keeps_prefix_tokens_and_matches_bicubic():
 def test_heads_reset_when_classes_change(tiny_distilled_dir):
     import torch
 
-    from deitctl.modelref import load_model
+    from deitctl.models.refs import load_model
 
     same = load_model(str(tiny_distilled_dir)).model
     other = load_model(str(tiny_distilled_dir), num_classes=7).model
@@ -86,7 +86,7 @@ def test_heads_reset_when_classes_change(tiny_distilled_dir):
 
 def test_worker_errors_become_one_line():
     from deitctl.cli import _one_line
-    from deitctl.errors import DeitctlError
+    from deitctl.core.errors import DeitctlError
 
     wrapped = DeitctlError("Caught UnreadableImageError in DataLoader worker process 0.\nOriginal Traceback (most "
                            "recent call last):\n  File \"x.py\", line 1\ndeitctl.samples.UnreadableImageError: unreadable "

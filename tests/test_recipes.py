@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from deitctl.errors import UsageError
-from deitctl.recipes import load_recipe, public_recipes
+from deitctl.config.loader import load_recipe, public_recipes
+from deitctl.core.errors import UsageError
 
 TABLE9 = {
     "epochs": 300, "batch_size": 1024, "optimizer": "adamw", "opt_eps": 1e-8, "lr": 5e-4, "lr_base_batch": 512,

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from deitctl.sampler import RepeatAugSampler
+from deitctl.data.sampler import RepeatAugSampler
 
 
 def epoch_lists(n: int, world: int, epoch: int = 0, **kw) -> list[list[int]]:

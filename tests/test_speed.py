@@ -10,7 +10,7 @@ from conftest import make_tiny_model
 @pytest.fixture(autouse=True)
 def fresh_compiler():
     """As every deitctl run does: tests in one process compile many modules (dynamo keeps 8 per code object)."""
-    from deitctl.speed import fresh_compiler
+    from deitctl.runtime.compile import fresh_compiler
 
     fresh_compiler()
 
@@ -18,7 +18,7 @@ def fresh_compiler():
 def test_nine_compiled_modules_in_one_process_all_compile_when_each_run_starts_fresh():
     from torch.profiler import profile
 
-    from deitctl.speed import compile_in_place, first_call, fresh_compiler
+    from deitctl.runtime.compile import compile_in_place, first_call, fresh_compiler
 
     x = torch.randn(2, 1, 32, 32)
     for _ in range(9):
@@ -32,7 +32,8 @@ def test_nine_compiled_modules_in_one_process_all_compile_when_each_run_starts_f
 
 
 def test_precision_and_attention_rules():
-    from deitctl.speed import native_bf16, resolve_attention, resolve_precision
+    from deitctl.runtime.attention import resolve_attention
+    from deitctl.runtime.precision import native_bf16, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
@@ -43,7 +44,7 @@ def test_precision_and_attention_rules():
 
 
 def test_student_compile_rule():
-    from deitctl.speed import COMPILE_STUDENT_MIN_STEPS, resolve_compile_student
+    from deitctl.runtime.compile import COMPILE_STUDENT_MIN_STEPS, resolve_compile_student
 
     assert resolve_compile_student("auto", COMPILE_STUDENT_MIN_STEPS) is True
     assert resolve_compile_student("auto", COMPILE_STUDENT_MIN_STEPS - 1) is False
@@ -51,7 +52,7 @@ def test_student_compile_rule():
 
 
 def test_set_attention_switches_every_block_and_keeps_the_outputs():
-    from deitctl.speed import set_attention
+    from deitctl.runtime.attention import set_attention
 
     model = make_tiny_model().eval()
     x = torch.randn(3, 1, 16, 16)
@@ -65,7 +66,7 @@ def test_set_attention_switches_every_block_and_keeps_the_outputs():
 def _conv_teacher():
     import timm
 
-    from deitctl.teacher import Teacher
+    from deitctl.training.teacher import Teacher
 
     torch.manual_seed(0)
     model = timm.create_model("resnet10t", in_chans=1, num_classes=4)
@@ -90,7 +91,7 @@ def test_teacher_fast_path_gives_plain_float_logits_close_to_fp32():
 
 
 def test_compiled_teacher_matches_eager():
-    from deitctl.speed import first_call
+    from deitctl.runtime.compile import first_call
 
     x = torch.randn(4, 1, 32, 32)
     eager = _conv_teacher().prepare(torch.device("cpu"), "fp32", compile_model=False)(x)
@@ -105,7 +106,7 @@ def test_frozen_compile_really_freezes():
     unfrozen (what ``torch.compile(options={"freezing": True})`` silently gave) they stay plain."""
     from torch.profiler import profile
 
-    from deitctl.speed import first_call
+    from deitctl.runtime.compile import first_call
 
     x = torch.randn(2, 1, 32, 32)
     ops = {}
@@ -120,7 +121,7 @@ def test_frozen_compile_really_freezes():
 
 
 def test_a_failing_compile_falls_back_to_eager_with_a_note(capsys):
-    from deitctl.speed import compile_in_place, first_call
+    from deitctl.runtime.compile import compile_in_place, first_call
 
     model = make_tiny_model().eval()
     x = torch.randn(2, 1, 16, 16)
@@ -138,7 +139,7 @@ def test_a_failing_compile_falls_back_to_eager_with_a_note(capsys):
 
 
 def test_eager_context_runs_a_compiled_module_uncompiled_then_restores_it():
-    from deitctl.speed import compile_in_place, eager
+    from deitctl.runtime.compile import compile_in_place, eager
 
     model = make_tiny_model()
     compile_in_place(model)
@@ -151,7 +152,7 @@ def test_eager_context_runs_a_compiled_module_uncompiled_then_restores_it():
 def test_warm_up_step_leaves_random_state_and_gradients_untouched():
     from accelerate import Accelerator
 
-    from deitctl.train import _warm_up_step
+    from deitctl.training.parts import warm_up_step
 
     model = make_tiny_model(distilled=True).train()
     model.set_distilled_training(True)
@@ -159,15 +160,15 @@ def test_warm_up_step_leaves_random_state_and_gradients_untouched():
     torch.manual_seed(3)
     expected = torch.rand(5)
     torch.manual_seed(3)
-    _warm_up_step(model, opt, torch.zeros(2, 1, 16, 16), Accelerator(cpu=True))
+    warm_up_step(model, opt, torch.zeros(2, 1, 16, 16), Accelerator(cpu=True))
     assert torch.equal(torch.rand(5), expected)
     assert all(p.grad is None for p in model.parameters())
 
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_fused_optimizer_key(fused):
-    from deitctl.recipes import load_recipe
-    from deitctl.runsetup import make_optimizer
+    from deitctl.config.loader import load_recipe
+    from deitctl.training.optim import make_optimizer
 
     opt = make_optimizer(make_tiny_model(), load_recipe("deit-ti", [f"fused_optimizer={fused}"]), 1e-3)
     assert type(opt).__name__ == "AdamW" and bool(opt.defaults.get("fused")) is fused

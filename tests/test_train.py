@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -82,22 +83,16 @@ def _quad_run(cli, data: Path, out: Path, *extra: str) -> None:
     assert code == 0, err
 
 
-def test_resume_after_interrupt_equals_uninterrupted(cli, tiny_data, tmp_path, monkeypatch):
-    import deitctl.train as train_module
-
+def test_resume_after_interrupt_equals_uninterrupted(cli, tiny_data, tmp_path):
     _quad_run(cli, tiny_data, tmp_path / "straight")
-    real_lr_at = train_module.lr_at
 
-    def crash_at_step_6(step, *args):
-        if step == 6:
+    def crash_at_step_6(state, loss):
+        if state.global_step == 6:
             raise RuntimeError("simulated crash")
-        return real_lr_at(step, *args)
+        return loss
 
-    monkeypatch.setattr(train_module, "lr_at", crash_at_step_6)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        cli("train", "fashion-deit-ti", "--dataset", tiny_data, "--out", tmp_path / "cut", *QUAD, "--epochs", "2",
-            "--batch-size", "16", "--set", "checkpoint_every=1")
-    monkeypatch.setattr(train_module, "lr_at", real_lr_at)
+        train_in_process(tiny_data, tmp_path / "cut", crash_at_step_6)
     assert (tmp_path / "cut" / "checkpoints" / "latest").read_text().strip() == "step-0000006"
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     code, _, err = cli("train", "fashion-deit-ti", "--resume", tmp_path / "cut")
@@ -105,6 +100,16 @@ def test_resume_after_interrupt_equals_uninterrupted(cli, tiny_data, tmp_path, m
     assert_same_weights(tmp_path / "straight", tmp_path / "cut")
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert lines == (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()[: len(lines)] or len(lines) == 2
+
+
+def train_in_process(data: Path, out: Path, on_step) -> dict:
+    """`_quad_run`'s command through the app layer, with a per-step hook (what the CLI cannot pass)."""
+    from deitctl.app.train import TrainRequest, run
+    from deitctl.training.plan import RunOptions
+
+    sets = [s for flag, s in itertools.pairwise(QUAD) if flag == "--set"] + ["checkpoint_every=1"]
+    opts = RunOptions(out=out, dataset=str(data), epochs=2, batch_size=16, sets=sets)
+    return run(TrainRequest("fashion-deit-ti", opts, on_step=on_step))
 
 
 def _subprocess_env(threads: int | None = None) -> dict[str, str]:
@@ -190,10 +195,10 @@ def test_two_processes_match_one(cli, tiny_data, tmp_path):
 
 
 def test_batch_plan_and_lr_rule():
-    from deitctl.errors import UsageError
-    from deitctl.recipes import load_recipe
-    from deitctl.runsetup import batch_plan
-    from deitctl.train import lr_at
+    from deitctl.config.loader import load_recipe
+    from deitctl.core.errors import UsageError
+    from deitctl.training.plan import batch_plan
+    from deitctl.training.schedule import lr_at
 
     assert batch_plan(1024, 8, None) == (128, 1)
     assert batch_plan(1024, 8, 64) == (64, 2)
@@ -236,7 +241,7 @@ def test_distillation_runs_with_a_run_directory_teacher(cli, tiny_data, tmp_path
 
 
 def test_teacher_with_other_classes_is_refused(cli, tiny_data, tmp_path):
-    from deitctl.modelref import save_model_dir
+    from deitctl.models.store import save_model_dir
     from tests.conftest import make_tiny_model
 
     teacher = tmp_path / "teacher7"
@@ -266,7 +271,7 @@ def test_finetune_picks_transfer_recipe_by_dataset(cli):
 
 
 def test_convnet_run_records_its_training_resolution(quad_teacher):
-    from deitctl.modelref import load_model
+    from deitctl.models.refs import load_model
 
     cfg = json.loads((quad_teacher / "config.json").read_text())["pretrained_cfg"]
     assert cfg["input_size"] == [1, 16, 16] and "test_input_size" not in cfg
@@ -274,8 +279,8 @@ def test_convnet_run_records_its_training_resolution(quad_teacher):
 
 
 def test_no_weight_decay_on_embeddings_tokens_norms_biases():
-    from deitctl.recipes import load_recipe
-    from deitctl.runsetup import make_optimizer
+    from deitctl.config.loader import load_recipe
+    from deitctl.training.optim import make_optimizer
     from tests.conftest import make_tiny_model
 
     model = make_tiny_model(distilled=True)
@@ -289,21 +294,19 @@ def test_no_weight_decay_on_embeddings_tokens_norms_biases():
     assert type(opt).__name__ == "AdamW" and opt.defaults["eps"] == 1e-8
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cli, tiny_data, tmp_path, monkeypatch):
-    import deitctl.train as train_module
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
+    from deitctl.core.errors import DeitctlError
 
-    real = train_module.distillation_loss
     calls = {"n": 0}
 
-    def nan_on_fourth_batch(*args, **kwargs):
+    def nan_on_fourth_batch(state, loss):
         calls["n"] += 1
-        loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 4 else loss
 
-    monkeypatch.setattr(train_module, "distillation_loss", nan_on_fourth_batch)
     out = tmp_path / "run"
-    code, _, err = cli("train", "fashion-deit-ti", "--dataset", tiny_data, "--out", out, *QUAD, "--epochs", "2",
-                       "--batch-size", "16", "--set", "checkpoint_every=1")
+    with pytest.raises(DeitctlError) as raised:
+        train_in_process(tiny_data, out, nan_on_fourth_batch)
+    code, err = raised.value.exit_code, str(raised.value)
     assert code == 1
     assert "non-finite loss at epoch 1 step 4" in err and "--resume" in err
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-0000003"

@@ -1,0 +1,105 @@
+"""``deitctl eval``: load any model, check it fits the data, evaluate it (``evaluation.metrics``), optionally plot.
+
+Runs under ``accelerate launch`` / ``torchrun`` too (each process evaluates a shard); only the main
+process gets the result, the others get None. ``precision="auto"`` is bf16 where the hardware
+computes it natively (top-1 within 0.1 point of fp32: docs/performance.md), else fp32.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deitctl.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+# named datasets whose labelled held-out split is not called "test" (ImageNet's "test" has no labels)
+_DEFAULT_SPLIT = {"imagenet-1k": "validation", "inat18": "validation", "inat19": "validation"}
+
+
+@dataclass
+class EvalRequest:
+    model: str
+    dataset: str | None = None  # default: the run's
+    split: str | None = None  # default: the run's eval split, else test (validation for ImageNet)
+    batch_size: int = 128
+    precision: str = "auto"
+    ema: bool = False
+    max_samples: int | None = None
+    per_class: bool = False
+    confusion_png: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    num_workers: int = 2
+    compile_model: bool = False
+
+
+def run(req: EvalRequest) -> dict[str, Any] | None:
+    import torch
+
+    from deitctl.core.console import log
+    from deitctl.data.loaders import build_eval_loader
+    from deitctl.data.splits import load_split
+    from deitctl.evaluation.metrics import device_of, evaluate
+    from deitctl.models.refs import load_model
+    from deitctl.records.plots import plot_confusion
+    from deitctl.records.rundir import RunDir
+    from deitctl.runtime.precision import resolve_precision
+
+    recipe = RunDir(Path(req.model)).recipe_data() if Path(req.model).is_dir() else {}
+    dataset = req.dataset or recipe.get("dataset")
+    split = req.split or recipe.get("eval_split") or _DEFAULT_SPLIT.get(dataset or "", "test")
+    if not dataset:
+        raise UsageError(f"{req.model} is not a run directory (no recipe.yaml), so name the data: --dataset D")
+    if req.ema and not Path(req.model).is_dir():
+        raise UsageError("--ema needs a run directory (the EMA weights live in model_ema.safetensors)")
+    loaded = load_model(req.model, ema=req.ema)
+    precision = loaded.check_runtime(req.precision, req.compile_model)
+    data = load_split(dataset, split, req.image_column, req.label_column)
+    if loaded.num_classes != data.num_classes:
+        raise UsageError(
+            f"model {req.model} has {loaded.num_classes} classes but dataset '{dataset}' has {data.num_classes}; "
+            "evaluate on the data it was trained for, or fine-tune it first (deitctl finetune --dataset ...)"
+        )
+    if loaded.label_names and list(loaded.label_names) != list(data.class_names):
+        ours, theirs = ", ".join(loaded.label_names[:3]), ", ".join(data.class_names[:3])
+        log(f"warning: the model's class names ({ours}, …) differ from the dataset's ({theirs}, …); "
+            "accuracy assumes both list the classes in the same order")
+    accelerator = _accelerator()
+    loader = build_eval_loader(data, loaded.data_config, req.batch_size, req.num_workers, req.max_samples)
+    model = loaded.model
+    if accelerator is not None:
+        model, loader = model.to(accelerator.device), accelerator.prepare(loader)
+    else:
+        model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(precision, device_of(model))
+    metrics = evaluate(model, loader, accelerator, precision, data.num_classes,
+                       per_class=req.per_class or req.confusion_png is not None, show_progress=True, frozen=True,
+                       compile_model=req.compile_model)
+    if accelerator is not None and not accelerator.is_main_process:
+        return None
+    matrix = metrics.pop("confusion", None)
+    correct, total = metrics.pop("per_class_correct", None), metrics.pop("per_class_total", None)
+    result = {"model": req.model, "dataset": dataset, "split": split, **metrics, "precision": precision,
+              "ema": req.ema, "compile": req.compile_model, "runtime": loaded.runtime}
+    if req.per_class and correct is not None:
+        result["per_class"] = {name: (100.0 * c / t if t else None)
+                               for name, c, t in zip(data.class_names, correct, total, strict=True)}
+    if req.confusion_png and matrix is not None:
+        plot_confusion(matrix, data.class_names, req.confusion_png, title=f"{Path(req.model).name} on {dataset}/{split}")
+        result["confusion_png"] = str(req.confusion_png)
+    return result
+
+
+def _accelerator() -> Accelerator | None:
+    """An Accelerator only when launched on several processes; a single process needs none."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())  # without cpu=True accelerate sees one CPU process

@@ -1,0 +1,73 @@
+"""``deitctl push`` / ``deitctl pull``: a model directory to a hub and back, checked at both ends.
+
+push: one commit holding ``config.json``, ``model.safetensors``, a generated ``README.md`` model card
+(``deitctl.records.modelcard``) and ``curves.png`` when the run has one. The model is loaded first, so
+something that is not a model, or whose config does not fit its weights, is refused before anything
+is sent. pull: safetensors and config only, checksums verified, and the model rebuilt from its config
+before the files are kept (``deitctl.hub.client``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deitctl.core.errors import UsageError
+from deitctl.hub.types import DEFAULT_BRANCH, REVISION, PullResult, file_sha256, parse_repo
+
+
+@dataclass
+class PushRequest:
+    model: Path  # a run or model directory
+    repo_id: str
+    revision: str | None = None
+    private: bool = False
+    message: str | None = None
+    hub_dir: Path | None = None
+
+
+@dataclass
+class PullRequest:
+    repo: str  # org/name[@revision]
+    out: Path | None = None
+    hub_dir: Path | None = None
+    overwrite: bool = False
+
+
+def push(req: PushRequest) -> dict[str, Any]:
+    """Publish a run or model directory as one commit: weights, config, model card (+ curves.png)."""
+    from deitctl.hub import client
+    from deitctl.models.store import is_model_dir, load_model_dir
+    from deitctl.models.types import CONFIG, WEIGHTS
+    from deitctl.records.modelcard import build_card
+    from deitctl.records.rundir import CURVES
+
+    repo_id, at = parse_repo(req.repo_id)
+    if at:
+        raise UsageError(f"write the branch as --revision {at}, not {repo_id}@{at}")
+    if req.revision and not REVISION.match(req.revision):
+        raise UsageError(f"--revision '{req.revision}' is not a branch name (letters, digits, . _ - /)")
+    source = req.model
+    if not is_model_dir(source):
+        raise UsageError(f"{source}: not a model or run directory (needs {CONFIG} and {WEIGHTS}); nothing was pushed")
+    loaded = load_model_dir(source)  # refuses a config that does not fit the weights, before any upload
+    card = build_card(source, repo_id, loaded)
+    with tempfile.TemporaryDirectory(prefix="deitctl-card-") as tmp:
+        readme = Path(tmp) / "README.md"
+        readme.write_text(card)
+        files = {CONFIG: source / CONFIG, WEIGHTS: source / WEIGHTS, "README.md": readme}
+        if (source / CURVES).is_file():
+            files[CURVES] = source / CURVES
+        result = client.push(repo_id, files, req.message or f"Upload {loaded.arch} with deitctl", req.revision,
+                             req.private, req.hub_dir)
+    return {"repo_id": repo_id, "revision": req.revision or DEFAULT_BRANCH, "commit": result.commit,
+            "url": result.url, "changed": result.changed, "files": sorted(files), "sha256": file_sha256(source / WEIGHTS)}
+
+
+def pull(req: PullRequest) -> PullResult:
+    from deitctl.hub import client
+    from deitctl.models.store import check_model_dir
+
+    return client.pull(req.repo, check_model_dir, req.out, req.hub_dir, req.overwrite)

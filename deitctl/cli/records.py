@@ -1,0 +1,89 @@
+"""Commands about recipes, datasets and runs: ``recipes list|show``, ``data show``, ``report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from deitctl.cli.base import JSON_HELP, SET_HELP, app, data_app, recipes_app
+
+MAX_NAMES_SHOWN = 20  # class names printed by `data show` (all of them with --json)
+
+
+@recipes_app.command("list")
+def recipes_list(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """List the named recipes."""
+    from deitctl.app.recipes import listing
+    from deitctl.core.console import emit_json, print_table
+
+    rows = listing()
+    emit_json(rows) if as_json else print_table(rows, title="recipes")
+
+
+@recipes_app.command("show")
+def recipes_show(
+    name: str = typer.Argument(..., help="Recipe name or path to a .yaml file."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show a fully resolved recipe (bases applied, overrides applied)."""
+    import yaml
+
+    from deitctl.app.recipes import show
+    from deitctl.core.console import emit_json
+
+    recipe = show(name, sets)
+    emit_json(recipe) if as_json else typer.echo(yaml.safe_dump(recipe, sort_keys=False), nl=False)
+
+
+@data_app.command("show")
+def data_show(
+    dataset: str = typer.Argument(..., help="Dataset name, Hub id (org/name) or local path."),
+    split: str | None = typer.Option(None, "--split", help="Only this split."),
+    image_column: str | None = typer.Option(None, "--image-column", help="Image column, if it cannot be inferred."),
+    label_column: str | None = typer.Option(None, "--label-column", help="Label column, if it cannot be inferred."),
+    grid: Path | None = typer.Option(None, "--grid", help="Write a PNG grid of augmented training samples."),
+    recipe: str = typer.Option("fashion-deit-ti", "--recipe", help="Recipe whose augmentation the grid shows."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Split sizes, classes and columns of a dataset; optionally a grid of augmented samples."""
+    from deitctl.app.data import ShowRequest, show
+    from deitctl.core.console import emit_json
+
+    summary = show(ShowRequest(dataset, split, image_column, label_column, grid, recipe))
+    emit_json(summary) if as_json else _print_summary(summary)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from deitctl.core.console import console, print_table
+
+    rows = [{"split": name, "images": size} for name, size in summary["splits"].items()]
+    print_table(rows, title=summary["dataset"])
+    names = summary["class_names"]
+    more = f", … ({len(names) - MAX_NAMES_SHOWN} more)" if len(names) > MAX_NAMES_SHOWN else ""
+    console.print(f"classes ({summary['num_classes']}): {', '.join(names[:MAX_NAMES_SHOWN])}{more}")
+    console.print(f"image column: {summary['image_column']}   label column: {summary['label_column']}")
+    console.print("columns: " + ", ".join(f"{k} ({v})" for k, v in summary["features"].items()))
+    size = summary["first_image"]
+    console.print(f"first image: {size['width']}×{size['height']} {size['mode']}")
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run directories."),
+    out: Path = typer.Option(Path("report.md"), "--out", help="Markdown report to write."),
+    dataset: str | None = typer.Option(None, "--dataset"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """A Table 3-style markdown report and plots over several runs."""
+    from deitctl.app.report import ReportRequest, run
+    from deitctl.core.console import emit_json, log
+
+    result = run(ReportRequest(runs, out, dataset))
+    if as_json:
+        emit_json(result.rows)
+    else:
+        typer.echo(result.table, nl=False)
+    log(f"wrote {', '.join(str(f) for f in result.files)}")

@@ -1,0 +1,120 @@
+"""One labelled split: which column is the image, which the label, and what the classes are called.
+
+Class names come from the label column's ``ClassLabel``; string labels become classes sorted by name,
+plain integer labels ``0..max`` — both computed over *all* splits so train and eval agree.
+
+Images are decoded by us, lazily, in the DataLoader workers (``deitctl.data.samples``), not by
+``datasets``, so that a corrupt or unreadable image fails the run with the file (or split and index)
+named. We fail rather than skip: skipping would train on silently shrinking data, make epoch lengths
+and resumed sample order depend on which files happen to be broken, and hide a damaged dataset copy.
+Remove or replace the file and run again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from deitctl.core.errors import UsageError
+from deitctl.data.sources import OpenedDataset, open_dataset, quiet_datasets
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from datasets import Dataset
+
+_LABEL_GUESSES = ("label", "labels", "fine_label", "target", "class")
+
+
+@dataclass
+class LabeledSplit:
+    """One split of a dataset with the columns and class names the rest of deitctl needs."""
+
+    dataset: Dataset
+    image_column: str
+    label_column: str
+    class_names: list[str]
+    name: str
+    split: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+# -------------------------------------------------------------------------------------- labels
+def infer_columns(ds: Dataset, image_column: str | None, label_column: str | None, where: str) -> tuple[str, str]:
+    """The image and label column names: given, known, or found from the features; else name the flags."""
+    from datasets import ClassLabel, Image
+
+    cols = list(ds.features)
+    image_column = image_column or next((c for c in cols if isinstance(ds.features[c], Image)), None)
+    label_column = label_column or next((c for c in cols if isinstance(ds.features[c], ClassLabel)), None)
+    label_column = label_column or next((c for c in _LABEL_GUESSES if c in cols), None)
+    for kind, col in (("image", image_column), ("label", label_column)):
+        if col is None or col not in cols:
+            found = f"'{col}' not found" if col else "cannot infer it"
+            raise UsageError(f"{where}: {kind} column: {found} (columns: {', '.join(cols)}); pass --{kind}-column NAME")
+    if not isinstance(ds.features[image_column], Image):
+        raise UsageError(f"{where}: column '{image_column}' does not hold images ({ds.features[image_column]}); "
+                         "pass --image-column NAME")
+    return image_column, label_column  # type: ignore[return-value]
+
+
+def _class_names(splits: Sequence[Dataset], column: str, where: str) -> tuple[list[str], bool]:
+    """(class names, whether the column must be cast to them): ClassLabel, strings or integers."""
+    import pyarrow.compute as pc
+    from datasets import ClassLabel, Value
+
+    feature = splits[0].features[column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names), False
+    if isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
+        values: set[str] = set()
+        for ds in splits:
+            values.update(ds.unique(column))
+        return sorted(values), True
+    if isinstance(feature, Value) and "int" in feature.dtype:
+        top = max((pc.max(ds.data.column(column)).as_py() for ds in splits if len(ds)), default=None)
+        return [str(i) for i in range(int(top if top is not None else -1) + 1)], False
+    raise UsageError(f"{where}: label column '{column}' holds {feature}, not class labels; pass --label-column NAME")
+
+
+def load_split(
+    ref: str, split: str = "train", image_column: str | None = None, label_column: str | None = None
+) -> LabeledSplit:
+    """Resolve any dataset reference (see module docstring) to a labelled split."""
+    return label_split(open_dataset(ref), split, image_column, label_column)
+
+
+def label_split(
+    opened: OpenedDataset, split: str, image_column: str | None = None, label_column: str | None = None
+) -> LabeledSplit:
+    """``load_split`` for an already opened dataset (``data show`` looks at several splits)."""
+    from datasets import ClassLabel, Image
+
+    ref = opened.name
+    ds = opened.pick(split)
+    img_col, lbl_col = infer_columns(ds, image_column or opened.image_column, label_column or opened.label_column, ref)
+    if len(ds) == 0:
+        raise UsageError(f"dataset '{ref}' split '{split}' is empty; pick another --split or check the files")
+    same_labels = [s for s in opened.splits.values() if lbl_col in s.features and len(s)]
+    names, cast = _class_names([ds, *same_labels], lbl_col, ref)
+    if cast:
+        with quiet_datasets():
+            ds = ds.cast_column(lbl_col, ClassLabel(names=names))
+    # decode ourselves (in DataLoader workers) so a corrupt file is reported by name
+    ds = ds.cast_column(img_col, Image(decode=False))
+    return LabeledSplit(ds, img_col, lbl_col, names, ref, split)
+
+
+def subset(split: LabeledSplit, max_samples: int | None, seed: int = 0) -> LabeledSplit:
+    """A fixed, seeded subset (same samples for the same seed), for smoke runs and quick experiments."""
+    if not max_samples or max_samples >= len(split):
+        return split
+    with quiet_datasets():
+        ds = split.dataset.shuffle(seed=seed).select(range(max_samples)).flatten_indices()
+    return LabeledSplit(ds, split.image_column, split.label_column, split.class_names, split.name, split.split)

@@ -1,0 +1,92 @@
+"""The one parser of model references: whatever a user types where a model goes becomes a LoadedModel.
+
+References, in the order they are tried (timm's explicit prefixes say which kind is meant):
+  * ``local-dir:PATH`` or a directory holding ``config.json`` + ``model.safetensors`` (run or model directory),
+  * a directory holding ``config.json`` + ``model.onnx`` (``deitctl export --format onnx``), run by ONNX Runtime,
+  * ``ARCH:path.pth`` or ``path.pth`` — a legacy state dict (raw, or the authors' ``{"model": ...}``),
+    read with ``torch.load(weights_only=True)``; DeiT architectures are inferred from the tensors,
+  * ``hf-hub:org/name[@revision]`` or ``org/name[@revision]`` — a Hub repo (downloaded as safetensors,
+    verified; no remote code, ever),
+  * ``arch[.tag]`` — a timm model name, with pretrained weights from the Hub when a tag is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deitctl.core.errors import DeitctlError, UsageError
+from deitctl.hub.types import is_repo_id
+from deitctl.models.pth import PTH_SUFFIXES, load_pth
+from deitctl.models.store import is_model_dir, is_onnx_dir, load_model_dir
+from deitctl.models.types import CONFIG, WEIGHTS, LoadedModel
+
+HF_HUB, LOCAL_DIR = "hf-hub:", "local-dir:"
+
+
+def hub_download(repo: str) -> Path:
+    """Download a Hub repo's model files (safetensors + config only, verified) into the local cache."""
+    from deitctl.hub.client import pull
+    from deitctl.models.store import check_model_dir
+
+    return Path(pull(repo, check=check_model_dir).path)
+
+
+def load_model(
+    ref: str, num_classes: int | None = None, img_size: int | None = None, ema: bool = False, **overrides: Any
+) -> LoadedModel:
+    """Resolve any model reference (see module docstring) to an eval-mode model on the CPU.
+
+    ``overrides`` are extra ``timm.create_model`` arguments (e.g. ``drop_path_rate`` when fine-tuning).
+    """
+    if ref.startswith(HF_HUB):
+        return _load_hub(ref.removeprefix(HF_HUB), num_classes, img_size, ema, **overrides)
+    explicit_dir = ref.startswith(LOCAL_DIR)
+    path = Path(ref.removeprefix(LOCAL_DIR))
+    if path.is_dir() and not is_model_dir(path) and is_onnx_dir(path):
+        from deitctl.models.onnx import load_onnx_dir
+
+        if num_classes or img_size or ema or overrides:
+            raise UsageError(f"{path} holds an ONNX export, which runs as exported: it cannot be adapted to other "
+                             "classes or sizes, nor trained; use the PyTorch model it was exported from")
+        return load_onnx_dir(path)
+    if path.is_dir() or explicit_dir:
+        if not is_model_dir(path):
+            raise UsageError(f"{path}: not a model or run directory (needs {CONFIG} and {WEIGHTS}); "
+                             "train one with `deitctl train` or export one with `deitctl export`")
+        return load_model_dir(path, num_classes, img_size, ema, **overrides)
+    if ref.endswith(PTH_SUFFIXES):
+        return load_pth(ref, num_classes, img_size, **overrides)
+    if is_repo_id(ref) and not ref.startswith((".", "/")):
+        if path.parent.is_dir():  # "runs/typo": a local path that does not exist, not a Hub repo
+            raise UsageError(f"{path}: no such run or model directory (and '{path.parent}' is a local folder, "
+                             f"so this is not read as a Hub repo); check the path, or write {HF_HUB}{ref}")
+        return _load_hub(ref, num_classes, img_size, ema, **overrides)
+    return load_timm(ref, num_classes, img_size, **overrides)
+
+
+def _load_hub(repo: str, num_classes: int | None, img_size: int | None, ema: bool, **overrides: Any) -> LoadedModel:
+    loaded = load_model_dir(hub_download(repo), num_classes, img_size, ema, **overrides)
+    loaded.source = repo
+    return loaded
+
+
+def load_timm(ref: str, num_classes: int | None = None, img_size: int | None = None, **overrides: Any) -> LoadedModel:
+    """A timm name; ``arch.tag`` asks timm for published weights, which needs the Hub."""
+    from deitctl.models.factory import build, check_arch
+    from deitctl.models.inspect import data_config
+
+    arch = check_arch(ref)
+    kwargs: dict[str, Any] = {"num_classes": num_classes, **overrides} if num_classes else dict(overrides)
+    if "." not in ref:
+        model = build(arch, img_size=img_size, **kwargs)
+    else:
+        try:
+            model = build(ref, pretrained=True, **kwargs)
+        except Exception as e:  # timm raises many kinds (OSError, LocalEntryNotFoundError, RuntimeError)
+            raise DeitctlError(
+                f"could not fetch weights for '{ref}' ({type(e).__name__}): the Hub is unreachable or the tag "
+                "is unknown; download them where the Hub is reachable (`deitctl pull`) and pass the directory"
+            ) from None
+    model.eval()
+    return LoadedModel(model, arch, ref, None, data_config(model), {}, None)

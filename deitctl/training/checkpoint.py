@@ -1,0 +1,68 @@
+"""Resumable checkpoints: everything needed to continue a run at the exact optimizer step.
+
+A checkpoint is a directory ``RUN/checkpoints/step-000123/`` holding the weights (safetensors),
+the optimizer / scaler / EMA state and the trainer's position (``state.pt``), and one RNG file per
+process. It is written under a temporary name and renamed when complete; ``RUN/checkpoints/latest``
+names the newest complete one. Everything is read back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deitctl.core.atomic import write_text
+from deitctl.records.rundir import RunDir
+from deitctl.runtime.rng import rng_state
+
+KEEP = 2  # complete checkpoints kept; older ones are removed only after a newer one is in place
+
+
+def save(run: RunDir, step: int, model_state: dict[str, torch.Tensor], state: dict[str, Any],
+         rank: int, is_main: bool, barrier: Any) -> Path:
+    """Write checkpoint ``step`` (all ranks call this; ``barrier`` synchronises them)."""
+    from safetensors.torch import save_file
+
+    root = run.checkpoints
+    final = root / f"step-{step:07d}"
+    tmp = root / f".tmp-step-{step:07d}"
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    torch.save(rng_state(), tmp / f"rng-{rank}.pt")
+    if is_main:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+        torch.save(state, tmp / "state.pt")
+    barrier()
+    if is_main:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        write_text(root / "latest", final.name + "\n")
+        for old in sorted(root.glob("step-*"))[:-KEEP]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def latest(run: RunDir) -> Path | None:
+    pointer = run.checkpoints / "latest"
+    if not pointer.is_file():
+        return None
+    path = run.checkpoints / pointer.read_text().strip()
+    return path if (path / "state.pt").is_file() else None
+
+
+def load(path: Path, rank: int) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any] | None]:
+    """Weights, trainer state and this rank's RNG state (restore it just before the next step)."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / "model.safetensors"))
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    rng_file = path / f"rng-{rank}.pt"
+    rng = torch.load(rng_file, map_location="cpu", weights_only=True) if rng_file.is_file() else None
+    return weights, state, rng

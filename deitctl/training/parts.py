@@ -1,0 +1,238 @@
+"""Everything a run trains with, built from its plan: accelerator, data, model, teacher, optimizer, state.
+
+``setup(plan)`` is the whole of it, read top to bottom; the loop (``deitctl.training.loop``) then only
+runs. The same code serves a CPU, one GPU or many GPUs/nodes under ``accelerate launch``: global batch
+= processes × micro-batch × accumulation, and lr = base lr × global batch / 512 (the paper's rule).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from deitctl.core.console import log
+from deitctl.core.errors import UsageError
+from deitctl.training.plan import Plan, batch_plan
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch import nn
+
+    from deitctl.config.recipe import Recipe
+    from deitctl.data.loaders import EpochSampler
+    from deitctl.training.teacher import Teacher
+
+
+@dataclass
+class TrainState:
+    """Where the run is; saved in every checkpoint, so resume continues at this exact step."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0  # optimizer steps done in ``epoch``
+    global_step: int = 0
+    wall_time_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    step_losses: list[list[float]] = field(default_factory=list)  # [step, loss] of this epoch's optimizer steps
+
+
+@dataclass
+class Parts:
+    plan: Plan
+    accel: Accelerator
+    precision: str
+    micro: int  # per-process batch of one forward pass
+    accum: int  # forward passes per optimizer step
+    steps_per_epoch: int
+    train_loader: Any
+    epoch_sampler: EpochSampler
+    eval_loader: Any
+    mixup: Any
+    model: nn.Module
+    teacher: Teacher | None
+    optimizer: torch.optim.Optimizer
+    ema: Any
+    loss: Callable[..., torch.Tensor]  # (outputs, targets, teacher logits) → loss
+    class_names: list[str]
+    sizes: tuple[int, int]  # training and eval samples
+    params: int
+    gmacs: float
+    attention: str
+    compile_student: bool
+    state: TrainState = field(default_factory=TrainState)
+    rng: dict[str, Any] | None = None  # the checkpoint's random state, restored just before its next step
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.plan.recipe
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.recipe.epochs
+
+    @property
+    def warmup_steps(self) -> int:
+        return round(self.recipe.warmup_epochs * self.steps_per_epoch)
+
+
+def setup(plan: Plan) -> Parts:
+    """Build every part of the run, restore its checkpoint when resuming, and compile what is compiled."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from deitctl.models.inspect import count_gmacs, count_params
+    from deitctl.runtime.attention import resolve_attention, set_attention
+    from deitctl.runtime.compile import compile_in_place, fresh_compiler, resolve_compile_student
+    from deitctl.runtime.precision import resolve_precision
+    from deitctl.training.losses import distillation_loss
+    from deitctl.training.optim import make_optimizer
+
+    recipe, opts = plan.recipe, plan.options
+    _fresh_accelerate_state()
+    fresh_compiler()
+    cpu = opts.cpu or not torch.cuda.is_available()  # accelerate only forms a CPU process group when told
+    precision = resolve_precision(recipe.precision, torch.device("cpu" if cpu else "cuda"))
+    accel = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=cpu)
+    micro, accum = batch_plan(recipe.batch_size, accel.num_processes, opts.per_device_batch)
+    set_seed(recipe.seed)  # identical model init on every process
+    data = _data(plan, accel, micro, accum)
+    model = _student(recipe, len(data["class_names"]), accel.is_main_process)
+    kind = resolve_attention(recipe.attention, accel.device)
+    set_attention(model, kind)
+    teacher = _teacher(recipe, len(data["class_names"]), accel.device, precision)
+    params, gmacs = count_params(model), count_gmacs(model, recipe.img_size, recipe.in_chans)
+    optimizer = make_optimizer(model, recipe, recipe.effective_lr)
+    ema = None
+    if recipe.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=recipe.ema_decay)
+    loss = functools.partial(distillation_loss, mode=recipe.distillation_type, alpha=recipe.distillation_alpha,
+                             tau=recipe.distillation_tau, soft_reduction=recipe.soft_reduction,
+                             label_smoothing=0.0 if data["mixup"] is not None else recipe.label_smoothing)
+    parts = Parts(plan, accel, precision, micro, accum, model=model, teacher=teacher, optimizer=optimizer, ema=ema,
+                  loss=loss, params=params, gmacs=gmacs, attention=kind, compile_student=False, **data)
+    _resume(parts)
+    parts.compile_student = resolve_compile_student(recipe.compile_student, parts.total_steps)
+    if parts.compile_student:
+        compile_in_place(model)
+    parts.model, parts.optimizer = accel.prepare(model, optimizer)
+    if ema is not None:
+        ema.to(accel.device)
+    _warm_up(parts)
+    return parts
+
+
+def _data(plan: Plan, accel: Accelerator, micro: int, accum: int) -> dict[str, Any]:
+    """The training loader (repeated augmentation, per-sample seeds), the eval loader and Mixup/CutMix."""
+    from deitctl.data.loaders import build_eval_loader, build_train_loader
+    from deitctl.data.sampler import RepeatAugSampler
+    from deitctl.data.samples import collate, with_transform
+    from deitctl.data.splits import load_split, subset
+    from deitctl.data.transforms import make_mixup, recipe_data_config, train_transform
+
+    recipe, opts = plan.recipe, plan.options
+    train_split = subset(load_split(recipe.dataset, recipe.train_split, opts.image_column, opts.label_column),
+                         opts.max_train_samples, recipe.seed)
+    eval_split = subset(load_split(recipe.dataset, recipe.eval_split, opts.image_column, opts.label_column),
+                        opts.max_eval_samples, recipe.seed)
+    num_classes = train_split.num_classes  # the data decides; a recipe's num_classes only describes its default data
+    sampler = RepeatAugSampler(len(train_split), accel.num_processes, accel.process_index,
+                               repeats=recipe.repeated_aug, seed=recipe.seed)
+    train_ds = with_transform(train_split, train_transform(recipe), recipe.in_chans)
+    train_loader, epoch_sampler = build_train_loader(train_ds, sampler, micro, recipe.num_workers, recipe.seed,
+                                                     collate, pin_memory=accel.device.type == "cuda")
+    steps_per_epoch = len(sampler) // (micro * accum)
+    if steps_per_epoch == 0:
+        raise UsageError(f"{len(train_split)} training samples make no full batch of {recipe.batch_size}; "
+                         "lower --batch-size or use more data")
+    eval_loader = accel.prepare_data_loader(
+        build_eval_loader(eval_split, recipe_data_config(recipe), max(micro, 64), recipe.num_workers),
+        device_placement=True)
+    return {"train_loader": train_loader, "epoch_sampler": epoch_sampler, "eval_loader": eval_loader,
+            "steps_per_epoch": steps_per_epoch, "mixup": make_mixup(recipe, num_classes),
+            "class_names": train_split.class_names, "sizes": (len(train_split), len(eval_split))}
+
+
+def _student(recipe: Recipe, num_classes: int, main: bool) -> nn.Module:
+    """A fresh model from the recipe, or — when fine-tuning — the ``init_from`` model adapted to the data."""
+    from deitctl.models.factory import create_model
+    from deitctl.models.inspect import is_distilled
+    from deitctl.models.refs import load_model
+
+    if recipe.init_from:
+        extra: dict[str, Any] = {"drop_path_rate": recipe.drop_path} if recipe.drop_path else {}
+        model = load_model(recipe.init_from, num_classes=num_classes, img_size=recipe.img_size, **extra).model.train()
+    else:
+        model = create_model(recipe, num_classes)
+    if is_distilled(model):
+        model.set_distilled_training(True)  # forward returns (class, distillation) logits while training
+        if not recipe.is_distilled and main:
+            log("[yellow]note:[/] a distilled model trained without a teacher: only the class head learns, so read "
+                "top1_cls; pass --teacher MODEL to keep distillation (the paper fine-tunes ⚗ models that way)")
+    return model
+
+
+def _teacher(recipe: Recipe, num_classes: int, device: torch.device, precision: str) -> Teacher | None:
+    from deitctl.training.teacher import load_teacher
+
+    if not recipe.is_distilled:
+        return None
+    if not recipe.teacher:
+        raise UsageError("distillation needs a teacher: pass --teacher MODEL or --set teacher=...")
+    teacher = load_teacher(recipe.teacher, num_classes, recipe.in_chans, recipe.mean, recipe.std)
+    return teacher.prepare(device, precision, recipe.compile)
+
+
+def _resume(parts: Parts) -> None:
+    """Load the checkpoint to resume from into the (not yet prepared) model, optimizer and EMA."""
+    from deitctl.training import checkpoint
+
+    if parts.plan.resume_from is None:
+        return
+    weights, saved, parts.rng = checkpoint.load(parts.plan.resume_from, parts.accel.process_index)
+    parts.model.load_state_dict(weights)
+    parts.optimizer.load_state_dict(saved["optimizer"])
+    if parts.ema is not None and "ema" in saved:
+        parts.ema.load_state_dict(saved["ema"])
+    parts.state = TrainState(**saved["trainer"])
+
+
+def _warm_up(parts: Parts) -> None:
+    """Compile now, on zeros, not inside the first timed step; the run's random state is left untouched."""
+    from deitctl.runtime.compile import first_call
+
+    recipe, accel = parts.recipe, parts.accel
+    example = torch.zeros(parts.micro, recipe.in_chans, recipe.img_size, recipe.img_size, device=accel.device)
+    if parts.teacher is not None and recipe.compile:
+        first_call(parts.teacher.model, lambda: parts.teacher(example), "teacher", frozen=True)
+    if parts.compile_student:
+        first_call(accel.unwrap_model(parts.model), lambda: warm_up_step(parts.model, parts.optimizer, example, accel),
+                   "student")
+
+
+def warm_up_step(model: nn.Module, optimizer: torch.optim.Optimizer, example: torch.Tensor, accel: Accelerator) -> None:
+    """One forward+backward on zeros; the run's random state (drop-path draws) and gradients are left as if
+    it never happened."""
+    from deitctl.runtime.rng import preserved_rng
+
+    with preserved_rng():
+        with accel.autocast():
+            outputs = model(example)
+        loss = sum(o.float().sum() for o in (outputs if isinstance(outputs, tuple) else (outputs,)))
+        loss.backward()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _fresh_accelerate_state() -> None:
+    """Let each run in one Python process pick its own precision (accelerate keeps a singleton).
+
+    The process-group part (``PartialState``) is kept: it belongs to the launcher, not to the run.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()

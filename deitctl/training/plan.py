@@ -1,0 +1,113 @@
+"""Everything decided before anything is built: the resolved recipe, the run directory, the batch plan.
+
+Kept apart from the loop so these rules (flag → recipe key, never clobber a run, how the global
+batch splits over processes) are testable on their own and the loop reads as the loop alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from deitctl.config.loader import dump_recipe, is_recipe, load_recipe
+from deitctl.config.recipe import Recipe
+from deitctl.core.errors import UsageError
+from deitctl.records.rundir import RunDir
+
+# the RunOptions that shape the data, kept in run.json so --resume sees the same samples
+_DATA_OPTIONS = ("max_train_samples", "max_eval_samples", "image_column", "label_column", "per_device_batch")
+
+
+@dataclass
+class RunOptions:
+    """Command-line choices of ``deitctl train`` / ``finetune``; those that are recipe keys become ``--set``s."""
+
+    out: Path | None = None
+    sets: list[str] = field(default_factory=list)
+    dataset: str | None = None
+    teacher: str | None = None
+    init_from: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    img_size: int | None = None
+    per_device_batch: int | None = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    resume: Path | None = None
+    overwrite: bool = False
+    cpu: bool = False
+    precision: str | None = None
+    no_compile: bool = False
+
+    def recipe_overrides(self) -> list[str]:
+        flags = {"dataset": self.dataset, "teacher": self.teacher, "init_from": self.init_from,
+                 "epochs": self.epochs, "batch_size": self.batch_size, "img_size": self.img_size,
+                 "precision": self.precision}
+        off = ["compile=false", "compile_student=false"] if self.no_compile else []
+        return [*self.sets, *(f"{k}={v}" for k, v in flags.items() if v is not None), *off]
+
+
+@dataclass
+class Plan:
+    """What to run, where, and from which checkpoint."""
+
+    recipe: Recipe
+    run: RunDir
+    options: RunOptions
+    resume_from: Path | None = None
+
+
+def plan_run(recipe_ref: str, opts: RunOptions) -> Plan:
+    """Resolve the recipe and the run directory (created, or checked for --resume)."""
+    from deitctl.training import checkpoint
+
+    if opts.resume is not None:
+        run = RunDir(opts.resume)
+        if not run.is_run():
+            raise UsageError(f"{run.path}: not a run directory (no recipe.yaml); check the --resume path")
+        ckpt = checkpoint.latest(run)
+        if ckpt is None:
+            raise UsageError(f"{run.path}: no complete checkpoint to resume from; start again with --overwrite")
+        for key, value in run.options().items():
+            setattr(opts, key, value)
+        return Plan(run.recipe(), run, opts, ckpt)
+
+    recipe = load_recipe(recipe_ref, opts.recipe_overrides())
+    if opts.teacher and recipe.distillation_type == "none" and not any(
+            s.startswith("distillation_type=") for s in opts.sets):
+        recipe = load_recipe(recipe_ref, [*opts.recipe_overrides(), "distillation_type=hard"])  # the paper's choice
+    run = RunDir(opts.out or Path("runs") / recipe.name)
+    if run.holds_run():
+        if not opts.overwrite:
+            raise UsageError(f"{run.path} already holds a run; continue it with --resume {run.path}, "
+                             "choose another --out, or pass --overwrite to set it aside and start again")
+        run.set_aside()  # never delete a user's run: it is kept beside the new one
+    run.create(dump_recipe(recipe), {k: v for k, v in asdict(opts).items() if k in _DATA_OPTIONS})
+    return Plan(recipe, run, opts)
+
+
+def batch_plan(global_batch: int, world: int, per_device_cap: int | None) -> tuple[int, int]:
+    """(micro-batch per process, accumulation steps) so that world × micro × accum == global batch."""
+    if global_batch % world:
+        raise UsageError(f"global batch {global_batch} does not split over {world} processes; "
+                         f"use a multiple of {world} (--batch-size)")
+    per_device = global_batch // world
+    cap = per_device_cap or per_device
+    accum = -(-per_device // cap)
+    while per_device % accum:
+        accum += 1
+    return per_device // accum, accum
+
+
+def finetune_recipe(recipe_ref: str | None, dataset: str | None) -> str:
+    """The recipe to fine-tune with: the one named, else the dataset's transfer recipe."""
+    if recipe_ref:
+        return recipe_ref
+    if not dataset:
+        raise UsageError("name a recipe or a --dataset with a transfer recipe (e.g. --dataset cifar100)")
+    if is_recipe(dataset):
+        return dataset
+    raise UsageError(f"no transfer recipe for dataset '{dataset}'; name a recipe: "
+                     "`deitctl finetune RECIPE --from MODEL --dataset {dataset}`")
