@@ -348,3 +348,39 @@ def test_two_processes_count_each_sample_once(trained, tiny_data, tmp_path):
     assert sum(sharded["per_class"].values()) == pytest.approx(sum(single["per_class"].values()))
     for key in ("top1", "top5", "loss"):
         assert sharded[key] == pytest.approx(single[key], rel=1e-5)
+
+
+def test_save_keeps_eval_json_and_per_image_predictions(cli, trained, tiny_data, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[3], run)
+    code, out, err = cli("eval", run, "--dataset", tiny_data, "--num-workers", "0", "--save", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert json.loads((run / "eval.json").read_text()) == result
+    with np.load(run / "predictions.npz") as p:
+        assert str(p["dataset"]) == str(tiny_data) and str(p["split"]) == "test"
+        assert list(p["labels"]) == [i % 4 for i in range(32)]  # conftest's quadrant labels, in order
+        assert 100 * (p["pred"] == p["labels"]).mean() == pytest.approx(result["top1"])
+        assert 100 * (p["pred_dist"] == p["labels"]).mean() == pytest.approx(result["top1_dist"])
+    code, _, err = cli("eval", "deit_tiny_patch16_224", "--dataset", tiny_data, "--save")
+    assert code == 2 and "--save keeps the result in the model's directory" in err
+
+
+def test_a_distilled_model_trained_without_teacher_reports_its_class_head(cli, trained, tiny_data, tmp_path):
+    """`none` on a ⚗ model: the untrained distillation head is not averaged into top-1."""
+    import shutil
+
+    run = tmp_path / "none-run"
+    shutil.copytree(trained[3], run)
+    (run / "recipe.yaml").write_text(f"dataset: {tiny_data}\neval_split: test\ndistillation_type: none\n")
+    code, out, err = cli("eval", run, "--num-workers", "0", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["top1"] == result["top1_cls"]
+    (run / "recipe.yaml").write_text(f"dataset: {tiny_data}\neval_split: test\ndistillation_type: hard\n")
+    fused = json.loads(cli("eval", run, "--num-workers", "0", "--json")[1])
+    assert fused["top1_cls"] == result["top1_cls"] and fused["loss"] != result["loss"]

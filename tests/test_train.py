@@ -240,6 +240,20 @@ def test_distillation_runs_with_a_run_directory_teacher(cli, tiny_data, tmp_path
     assert "compile teacher True" in err and "torch.compile failed" not in err  # the default: a compiled teacher
 
 
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_distillation_into_students_without_a_distillation_token(cli, tiny_data, tmp_path, quad_teacher, mode):
+    """Table 3's "usual" and "hard distillation" rows: the teacher term on the class token — and on a convnet."""
+    convnet = ["--set", "model=resnet10t", "--set", "model_args={}", "--set", "drop_path=0"]
+    for name, recipe, extra in (("vit", "fashion-deit-ti", QUAD), ("convnet", "fashion-deit-ti", [*QUAD, *convnet])):
+        out = tmp_path / f"{mode}-{name}"
+        code, _, err = cli("train", recipe, "--dataset", tiny_data, "--out", out, *extra, "--teacher",
+                           quad_teacher, "--set", f"distillation_type={mode}", "--epochs", "1", "--batch-size", "16")
+        assert code == 0, err
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["distillation_type"] == mode and "top1_cls" not in summary["eval"]
+        assert f"distillation {mode} from {quad_teacher}" in err
+
+
 def test_teacher_with_other_classes_is_refused(cli, tiny_data, tmp_path):
     from deitctl.models.store import save_model_dir
     from tests.conftest import make_tiny_model

@@ -36,6 +36,7 @@ class EvalRequest:
     label_column: str | None = None
     num_workers: int = 2
     compile_model: bool = False
+    save: bool = False  # keep eval.json and predictions.npz (per-image) in the model's directory
 
 
 def run(req: EvalRequest) -> dict[str, Any] | None:
@@ -57,6 +58,9 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
         raise UsageError(f"{req.model} is not a run directory (no recipe.yaml), so name the data: --dataset D")
     if req.ema and not Path(req.model).is_dir():
         raise UsageError("--ema needs a run directory (the EMA weights live in model_ema.safetensors)")
+    if req.save and not Path(req.model).is_dir():
+        raise UsageError(f"--save keeps the result in the model's directory, and {req.model} is not one; "
+                         "use --json > FILE instead")
     loaded = load_model(req.model, ema=req.ema)
     precision = loaded.check_runtime(req.precision, req.compile_model)
     data = load_split(dataset, split, req.image_column, req.label_column)
@@ -79,9 +83,11 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     precision = resolve_precision(precision, device_of(model))
     metrics = evaluate(model, loader, accelerator, precision, data.num_classes,
                        per_class=req.per_class or req.confusion_png is not None, show_progress=True, frozen=True,
-                       compile_model=req.compile_model)
+                       compile_model=req.compile_model, predictions=req.save,
+                       fuse=recipe.get("distillation_type", "none") != "none" or not recipe)
     if accelerator is not None and not accelerator.is_main_process:
         return None
+    predictions = metrics.pop("predictions", None)
     matrix = metrics.pop("confusion", None)
     correct, total = metrics.pop("per_class_correct", None), metrics.pop("per_class_total", None)
     result = {"model": req.model, "dataset": dataset, "split": split, **metrics, "precision": precision,
@@ -92,6 +98,10 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     if req.confusion_png and matrix is not None:
         plot_confusion(matrix, data.class_names, req.confusion_png, title=f"{Path(req.model).name} on {dataset}/{split}")
         result["confusion_png"] = str(req.confusion_png)
+    if req.save:
+        run = RunDir(Path(req.model))
+        run.write_predictions(predictions, dataset, split)
+        run.write_eval(result)
     return result
 
 

@@ -45,6 +45,8 @@ def eval_(
     image_column: str | None = typer.Option(None, "--image-column"),
     label_column: str | None = typer.Option(None, "--label-column"),
     num_workers: int = typer.Option(2, "--num-workers", help="DataLoader worker processes (0: decode in-process)."),
+    save: bool = typer.Option(False, "--save", help="Keep the result in the model's directory: eval.json and "
+                              "predictions.npz (per-image predictions, for the paired statistics of `deitctl report`)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Top-1/top-5 accuracy and loss; for distilled models also each head alone."""
@@ -52,7 +54,8 @@ def eval_(
     from deitctl.core.console import emit_json, print_table
 
     result = run(EvalRequest(model, dataset, split, batch_size, precision, ema, max_samples, per_class,
-                             str(confusion) if confusion else None, image_column, label_column, num_workers, compile_))
+                             str(confusion) if confusion else None, image_column, label_column, num_workers, compile_,
+                             save))
     if result is None:  # not the main process of a multi-process run
         return
     if as_json:

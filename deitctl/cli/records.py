@@ -77,13 +77,13 @@ def report(
     dataset: str | None = typer.Option(None, "--dataset"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """A Table 3-style markdown report and plots over several runs."""
+    """The paper's Table 3 and Table 4 over finished runs: markdown + JSON + curves, paired McNemar tests."""
     from deitctl.app.report import ReportRequest, run
     from deitctl.core.console import emit_json, log
 
     result = run(ReportRequest(runs, out, dataset))
     if as_json:
-        emit_json(result.rows)
+        emit_json(result.document)
     else:
         typer.echo(result.table, nl=False)
     log(f"wrote {', '.join(str(f) for f in result.files)}")

@@ -37,6 +37,8 @@ def evaluate(
     show_progress: bool = False,
     frozen: bool = False,
     compile_model: bool = False,
+    fuse: bool = True,
+    predictions: bool = False,
 ) -> dict[str, Any]:
     """Percent top-1/top-5 (top-min(5, classes)), mean cross-entropy and the sample count.
 
@@ -48,10 +50,13 @@ def evaluate(
     ``frozen``: the model will not train again (``deitctl eval``), so it is cast to the precision
     whole and, with ``compile_model``, compiled with its weights folded in (``speed.Predictor``);
     otherwise (between training epochs) it runs under autocast and is left as it was.
+
+    ``fuse=False``: a distilled model's prediction is its class head alone — for a ⚗ model trained
+    without a teacher, whose distillation head never learned. ``predictions``: add ``predictions``,
+    per-image numpy arrays (``labels``, ``pred``, and ``pred_cls``/``pred_dist`` for distilled models),
+    in the loader's order, for paired statistics.
     """
     import torch
-    import torch.nn.functional as F
-
 
     net = accelerator.unwrap_model(model) if accelerator is not None else model
     device = accelerator.device if accelerator is not None else device_of(net)
@@ -65,6 +70,7 @@ def evaluate(
     net.eval()
     totals: dict[str, float] = {"n": 0, "loss": 0.0, "top1": 0, "top5": 0, "top1_cls": 0, "top1_dist": 0}
     confusion: torch.Tensor | None = None
+    kept: dict[str, list[torch.Tensor]] = {}
     total_batches = _safe_len(loader)
     start = time.perf_counter()
     with _progress(show_progress and _is_main(accelerator), total_batches) as advance, torch.inference_mode():
@@ -74,22 +80,39 @@ def evaluate(
                 fused, cls, dist = forward(images)
             classes = classes or fused.shape[1]
             _check_labels(labels, classes)
-            k = min(5, classes)
-            batch = {
-                "loss": F.cross_entropy(fused.float(), labels, reduction="none"),
-                "topk": fused.float().topk(k, dim=1).indices,
-                "labels": labels,
-            }
-            if cls is not None:
-                batch["cls"], batch["dist"] = cls.argmax(1), dist.argmax(1)
+            batch = _batch_results(fused if fuse or cls is None else cls, cls, dist, labels, classes)
             if accelerator is not None:
                 batch = accelerator.gather_for_metrics(batch)
             _accumulate(totals, batch)
+            if predictions:
+                _keep(kept, batch)
             if per_class:
                 confusion = _add_confusion(confusion, batch["labels"], batch["topk"][:, 0], classes)
             advance(len(images))
     net.train(was_training)
-    return _summary(totals, confusion, time.perf_counter() - start, distilled=is_distilled(net))
+    out = _summary(totals, confusion, time.perf_counter() - start, distilled=is_distilled(net))
+    if predictions:
+        out["predictions"] = {k: torch.cat(v).cpu().numpy() for k, v in kept.items()}
+    return out
+
+
+def _batch_results(logits: torch.Tensor, cls: torch.Tensor | None, dist: torch.Tensor | None, labels: torch.Tensor,
+                   classes: int) -> dict[str, torch.Tensor]:
+    """What one batch contributes: per-image loss, top-k classes, labels (and each head's top-1)."""
+    import torch.nn.functional as F
+
+    batch = {"loss": F.cross_entropy(logits.float(), labels, reduction="none"),
+             "topk": logits.float().topk(min(5, classes), dim=1).indices, "labels": labels}
+    if cls is not None:
+        batch["cls"], batch["dist"] = cls.argmax(1), dist.argmax(1)
+    return batch
+
+
+def _keep(kept: dict[str, list[torch.Tensor]], batch: dict[str, torch.Tensor]) -> None:
+    for key, name in (("labels", "labels"), ("cls", "pred_cls"), ("dist", "pred_dist")):
+        if key in batch:
+            kept.setdefault(name, []).append(batch[key].cpu())
+    kept.setdefault("pred", []).append(batch["topk"][:, 0].cpu())
 
 
 def device_of(model: nn.Module) -> torch.device:

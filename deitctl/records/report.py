@@ -1,14 +1,26 @@
-"""``deitctl report``: compare finished runs in the shape of the paper's Table 3, plus curves.
+"""``deitctl report``: finished runs compared as the paper compares them — Table 3, paired tests, Table 4.
 
-The report is a pure reader of run directories (``recipe.yaml``, ``summary.json``,
-``metrics.jsonl``, optionally ``eval.json``); it never loads a model, so it is cheap enough to run
-after every experiment. Accuracies are shown in percent like the paper. A run may store them as
-fractions (0.912) or percentages (91.2); the scale is detected per run from its largest accuracy,
-because top-5 on any real run is far above 1 % and so tells the two apart.
+The report is a pure reader of run directories (``recipe.yaml``, ``summary.json``, ``metrics.jsonl``,
+``eval.json`` and ``predictions.npz`` from ``deitctl eval --save``); it never loads a model, so it is
+cheap enough to run after every experiment. Each run is an arm of Table 3:
+
+  teacher     the convnet the students learn from (a student in the report names it as its teacher)
+  none        no distillation
+  soft-class  usual (soft) distillation on the class token of a student without a distillation token
+  hard-class  hard distillation on the class token of a student without a distillation token
+  soft-token  soft distillation through the distillation token (DeiT⚗)
+  hard-token  hard distillation through the distillation token (DeiT⚗): class head, distillation head, fused
+
+With per-image predictions, every pair of classifiers (each run's decision, and each head of a DeiT⚗)
+gets an exact McNemar p-value and its disagreement (``deitctl.records.stats``). Accuracies are shown
+in percent; a run that stores fractions (0.912) is detected from its largest accuracy (top-5 of any
+real run is far above 1 %).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,27 +31,12 @@ from deitctl.core.atomic import write_text
 from deitctl.core.errors import UsageError
 from deitctl.records.plots import plot_curves
 from deitctl.records.rundir import EVAL, METRICS, RECIPE, SUMMARY, RunDir
+from deitctl.records.stats import disagreement, paired_p_value
 
 REQUIRED_FILES = (RECIPE, SUMMARY, METRICS)
 ACCURACY_KEYS = ("top1", "top5", "top1_cls", "top1_dist")
-METHODS = {"none": "no distillation", "soft": "soft distillation", "hard": "hard distillation"}
-ROW_ORDER = ("teacher", *METHODS.values())  # the paper's Table 3 order, teacher first for reference
-DISTILLATION_KEYS = ("teacher", "distillation_alpha", "distillation_tau")
-DASH = "—"
-
-# (row key, column header, formatter name) — one place decides what the table shows.
-COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("run", "run", "text"),
-    ("method", "method", "text"),
-    ("top1", "top-1 (fused)", "pct"),
-    ("top1_cls", "top-1 class head", "pct"),
-    ("top1_dist", "top-1 dist. head", "pct"),
-    ("teacher_top1", "teacher top-1", "pct"),
-    ("params_m", "params (M)", "params"),
-    ("gmacs", "GMACs", "gmacs"),
-    ("train_img_per_s", "train img/s", "rate"),
-    ("wall_time_s", "wall time", "duration"),
-)
+METHODS = ("teacher", "none", "soft-class", "hard-class", "soft-token", "hard-token")  # Table 3's order
+HEADS = (("pred_cls", "class head"), ("pred_dist", "distillation head"))
 
 
 @dataclass
@@ -53,6 +50,7 @@ class Run:
     eval: dict[str, Any] = field(default_factory=dict)
     eval_source: str = SUMMARY
     scale: float = 1.0  # multiply stored accuracies by this to get percent
+    predictions: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -62,15 +60,21 @@ class Run:
     def distillation(self) -> str:
         return str(self.recipe.get("distillation_type") or "none")
 
+    @property
+    def has_dist_token(self) -> bool:
+        return "top1_cls" in self.eval or "_distilled_" in str(self.recipe.get("model", ""))
+
     def pct(self, value: Any) -> float | None:
         return None if value is None else float(value) * self.scale
 
 
 @dataclass
 class Report:
-    """What ``build_report`` produced: JSON-ready rows, the markdown table and the files written."""
+    """What ``build_report`` produced: the JSON document, the markdown table and the files written."""
 
     rows: list[dict[str, Any]]
+    pairs: list[dict[str, Any]]
+    document: dict[str, Any]
     table: str
     files: list[Path]
 
@@ -89,10 +93,11 @@ def load_run(path: Path) -> Run:
         raise UsageError(f"run directory {path} does not exist")
     missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
     if missing:
-        hint = " (has training finished?)" if "summary.json" in missing else ""
+        hint = " (has training finished?)" if SUMMARY in missing else ""
         raise UsageError(f"run directory {path} is missing {', '.join(missing)}{hint}")
     record = RunDir(path)
-    run = Run(path=path, recipe=record.recipe_data(), summary=record.summary() or {}, metrics=record.metrics())
+    run = Run(path=path, recipe=record.recipe_data(), summary=record.summary() or {}, metrics=record.metrics(),
+              predictions=record.predictions())
     evaluated = record.eval_result()
     if evaluated is not None:  # a later `deitctl eval` beats the end-of-training eval
         run.eval, run.eval_source = evaluated, EVAL
@@ -116,103 +121,82 @@ def find_teacher(student: Run, runs: Sequence[Run]) -> Run | None:
     return next((r for r in runs if r is not student and _same_run(str(ref), r)), None)
 
 
-def _is_teacher(run: Run, runs: Sequence[Run]) -> bool:
-    """A run is a teacher if a student in this report names it, or (alone) if its recipe says so."""
-    return any(find_teacher(s, runs) is run for s in runs) or "teacher" in str(run.recipe.get("name", run.name))
+def method_of(run: Run, runs: Sequence[Run]) -> str:
+    """The run's arm of Table 3 (see the module docstring)."""
+    if any(find_teacher(s, runs) is run for s in runs) or "teacher" in str(run.recipe.get("name", run.name)):
+        return "teacher"
+    if run.distillation == "none":
+        return "none"
+    return f"{run.distillation}-{'token' if run.has_dist_token else 'class'}"
 
 
 def build_row(run: Run, runs: Sequence[Run]) -> dict[str, Any]:
-    """One table row; accuracies in percent, ``None`` where a value does not apply or is unknown."""
+    """One row; accuracies in percent, ``None`` where a value does not apply or is unknown."""
     teacher = find_teacher(run, runs)
-    distilled = run.distillation != "none"
-    params = run.summary.get("params")
+    heads = run.has_dist_token and run.distillation != "none"  # an untaught distillation head is not reported
+    params, last = run.summary.get("params"), (run.metrics[-1] if run.metrics else {})
+    steps = run.summary.get("optimizer_steps", last.get("step"))
+    batch = run.recipe.get("batch_size")
     return {
-        "run": run.name,
-        "path": str(run.path),
-        "method": "teacher" if _is_teacher(run, runs) else METHODS.get(run.distillation, run.distillation),
-        "distillation_type": run.distillation,
+        "run": run.name, "path": str(run.path), "method": method_of(run, runs), "distillation_type": run.distillation,
         "model": run.recipe.get("model"),
         "dataset": run.eval.get("dataset") or run.summary.get("dataset") or run.recipe.get("dataset"),
         "epochs": run.summary.get("epochs"),
-        "top1": run.pct(run.eval.get("top1")),
-        "top5": run.pct(run.eval.get("top5")),
-        "top1_cls": run.pct(run.eval.get("top1_cls")) if distilled else None,
-        "top1_dist": run.pct(run.eval.get("top1_dist")) if distilled else None,
-        "eval_loss": run.eval.get("loss"),
-        "eval_samples": run.eval.get("num_samples"),
-        "eval_source": run.eval_source,
-        "teacher": run.recipe.get("teacher") if distilled else None,
+        "top1": run.pct(run.eval.get("top1")), "top5": run.pct(run.eval.get("top5")),
+        "top1_cls": run.pct(run.eval.get("top1_cls")) if heads else None,
+        "top1_dist": run.pct(run.eval.get("top1_dist")) if heads else None,
+        "eval_loss": run.eval.get("loss"), "eval_samples": run.eval.get("num_samples"), "eval_source": run.eval_source,
+        "teacher": run.recipe.get("teacher") if run.distillation != "none" else None,
         "teacher_top1": teacher.pct(teacher.eval.get("top1")) if teacher else None,
         "params_m": params / 1e6 if isinstance(params, (int, float)) else None,
-        "gmacs": run.summary.get("gmacs"),
-        "train_img_per_s": run.summary.get("train_img_per_s"),
+        "gmacs": run.summary.get("gmacs"), "train_img_per_s": run.summary.get("train_img_per_s"),
+        "train_images": run.summary.get("train_images", steps * batch if steps and batch else None),
+        "optimizer_steps": steps, "wall_s": run.summary.get("wall_time_s"),
         "wall_time_s": run.summary.get("wall_time_s"),
     }
 
 
-def _order_key(method: str) -> int:
-    return ROW_ORDER.index(method) if method in ROW_ORDER else len(ROW_ORDER)
+# ------------------------------------------------------------------------------------ paired tests
+def classifiers(runs: Sequence[Run], rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], Any]:
+    """name → per-image decisions (each run; each head of a DeiT⚗ too) and the labels they share.
+
+    Runs evaluated on other images than the first one with predictions are refused: paired statistics
+    over different test sets would compare nothing.
+    """
+    import numpy as np
+
+    found: dict[str, Any] = {}
+    labels, first = None, None
+    for run, row in zip(runs, rows, strict=True):
+        p = run.predictions
+        if p is None:
+            continue
+        if first is None:
+            labels, first = p["labels"], run
+        elif (p.get("dataset"), p.get("split")) != (first.predictions.get("dataset"), first.predictions.get("split")) \
+                or not np.array_equal(p["labels"], labels):
+            raise UsageError(
+                f"runs {first.name} and {run.name} were evaluated on different test sets "
+                f"({first.predictions.get('dataset')}/{first.predictions.get('split')}, {len(labels)} images vs "
+                f"{p.get('dataset')}/{p.get('split')}, {len(p['labels'])}); no paired statistics — evaluate both "
+                "on the same data with `deitctl eval RUN --save`")
+        found[run.name] = p["pred"]
+        if row["top1_cls"] is not None:
+            found |= {f"{run.name} ({label})": p[key] for key, label in HEADS if key in p}
+    return found, labels
 
 
-# ------------------------------------------------------------------------------------- formatting
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-_FORMATS = {
-    "text": str,
-    "pct": lambda v: f"{v:.2f}",
-    "params": lambda v: f"{v:.2f}",
-    "gmacs": lambda v: f"{v:.3g}",
-    "rate": lambda v: f"{v:,.0f}",
-    "duration": _duration,
-}
-
-
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A GitHub-flavoured markdown table; numbers right-aligned, "—" for not applicable."""
-    header = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
-    align = "|" + "|".join(":---" if kind == "text" else "---:" for _, _, kind in COLUMNS) + "|"
-    body = [
-        "| " + " | ".join(DASH if r.get(key) is None else _FORMATS[kind](r[key]) for key, _, kind in COLUMNS) + " |"
-        for r in rows
-    ]
-    return "\n".join([header, align, *body]) + "\n"
-
-
-def _recipe_table(runs: Sequence[Run]) -> str:
-    """The hyper-parameters that make runs comparable (or not): same budget, same data."""
-    keys = ("model", "dataset", "epochs", "batch_size", "lr", "distillation_type", *DISTILLATION_KEYS)
-    lines = ["| run | " + " | ".join(keys) + " |", "|:---" * (len(keys) + 1) + "|"]
-    for run in runs:
-        applies = {k: run.distillation != "none" or k not in DISTILLATION_KEYS for k in keys}
-        cells = [str(run.recipe[k]) if applies[k] and run.recipe.get(k) is not None else DASH for k in keys]
-        lines.append(f"| {run.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def render_markdown(runs: Sequence[Run], rows: Sequence[dict[str, Any]], dataset: str | None, plot: str) -> str:
-    datasets = sorted({str(r["dataset"]) for r in rows if r.get("dataset")})
-    title = dataset or ", ".join(datasets) or "unknown dataset"
-    parts = [f"# DeiT report — {title}\n", markdown_table(rows)]
-    parts.append(
-        "Top-1 in percent on the evaluation split. *Fused*: the mean of the class-head and "
-        "distillation-head logits (late fusion, as in the authors' code). "
-        f"{DASH}: not a distilled model, or not known.\n"
-    )
-    if len(datasets) > 1:
-        parts.append(f"**Warning:** the runs were evaluated on different datasets ({', '.join(datasets)}).\n")
-    parts += ["## Recipes\n", _recipe_table(runs), "## Curves\n", f"![accuracy and loss curves]({plot})\n"]
-    return "\n".join(parts)
+def pairs(decisions: dict[str, Any], labels: Any) -> list[dict[str, Any]]:
+    return [{"a": a, "b": b, "p_value": paired_p_value(decisions[a], decisions[b], labels),
+             "disagreement": disagreement(decisions[a], decisions[b])}
+            for a, b in itertools.combinations(decisions, 2)]
 
 
 # ------------------------------------------------------------------------------------------- entry
 def build_report(run_dirs: Sequence[os.PathLike | str], out: Path, dataset: str | None = None) -> Report:
-    """Read the runs, write ``out`` (markdown) and ``<out stem>_curves.png`` beside it."""
+    """Read the runs; write ``out`` (markdown), ``<stem>.json`` and ``<stem>_curves.png`` beside it."""
+    from deitctl.records.report_md import markdown_table, render_markdown
+
     if not run_dirs:
         raise UsageError("give at least one run directory")
     runs = [load_run(Path(d)) for d in run_dirs]
@@ -222,9 +206,15 @@ def build_report(run_dirs: Sequence[os.PathLike | str], out: Path, dataset: str 
     if out.suffix.lower() != ".md":
         raise UsageError(f"--out {out}: expected a .md file")
     rows = [build_row(r, runs) for r in runs]
-    order = sorted(range(len(runs)), key=lambda i: _order_key(rows[i]["method"]))
+    order = sorted(range(len(runs)), key=lambda i: METHODS.index(rows[i]["method"]))
     runs, rows = [runs[i] for i in order], [rows[i] for i in order]
-    plot = out.with_name(f"{out.stem}_curves.png")
+    decisions, labels = classifiers(runs, rows)
+    pair_rows = pairs(decisions, labels)
+    walls = [r["wall_s"] for r in rows if isinstance(r["wall_s"], (int, float))]
+    document = {"rows": rows, "pairs": pair_rows, "total_wall_s": sum(walls) if walls else None,
+                "test_images": None if labels is None else len(labels)}
+    plot, doc_path = out.with_name(f"{out.stem}_curves.png"), out.with_suffix(".json")
     plot_curves({r.name: r.metrics for r in runs}, plot, scales={r.name: r.scale for r in runs})
-    write_text(out, render_markdown(runs, rows, dataset, plot.name))
-    return Report(rows=rows, table=markdown_table(rows), files=[out, plot])
+    write_text(doc_path, json.dumps(document, indent=2) + "\n")
+    write_text(out, render_markdown(runs, rows, pair_rows, decisions, labels, dataset, plot.name))
+    return Report(rows, pair_rows, document, markdown_table(rows), [out, doc_path, plot])

@@ -109,6 +109,19 @@ class RunDir:
                 records.append(record)
         return records
 
+    def predictions(self) -> dict[str, Any] | None:
+        """The per-image predictions of the saved eval: numpy arrays, plus ``dataset``/``split`` strings."""
+        import numpy as np
+
+        path = self.path / PREDICTIONS
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: (str(data[k]) if data[k].dtype.kind == "U" else data[k]) for k in data.files}
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{path}: unreadable ({e}); run `deitctl eval {self.path} --save` again") from None
+
     def _json(self, name: str) -> dict[str, Any] | None:
         path = self.path / name
         if not path.is_file():
@@ -132,6 +145,14 @@ class RunDir:
 
     def write_eval(self, result: dict[str, Any]) -> None:
         self._write_json(EVAL, result)
+
+    def write_predictions(self, arrays: dict[str, Any], dataset: str, split: str) -> None:
+        import numpy as np
+
+        from deitctl.core.atomic import atomic_path
+
+        with atomic_path(self.path / PREDICTIONS) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, dataset=np.str_(dataset), split=np.str_(split), **arrays)
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in history))

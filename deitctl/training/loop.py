@@ -54,7 +54,8 @@ def train(plan: Plan, on_step: StepHook | None = None) -> dict[str, Any]:
             if epoch + 1 == recipe.epochs or (recipe.eval_every and (epoch + 1) % recipe.eval_every == 0):
                 with eager(accel.unwrap_model(parts.model)):  # a compiled step would compile again for eval mode
                     row["eval"] = evaluate(parts.model, parts.eval_loader, accel,
-                                           "bf16" if parts.precision == "bf16" else "fp32", len(parts.class_names))
+                                           "bf16" if parts.precision == "bf16" else "fp32", len(parts.class_names),
+                                           fuse=recipe.is_distilled)  # an untaught distillation head is not fused
             runlog.add_epoch(row)
             state.history = runlog.history
             state.epoch, state.step_in_epoch = epoch + 1, 0
