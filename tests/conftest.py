@@ -81,7 +81,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from deitctl.models.store import save_model_dir
 
     path = tmp_path_factory.mktemp("models") / "plain"
-    save_model_dir(make_tiny_model(False), path, label_names=CLASSES, mean=(0.5,), std=(0.5,))
+    save_model_dir(make_tiny_model(False), path, label_names=CLASSES, mean=(0.5,), std=(0.5,), crop_pct=1.0)
     return path
 
 
@@ -91,7 +91,7 @@ def tiny_distilled_dir(tmp_path_factory) -> Path:
     from deitctl.models.store import save_model_dir
 
     path = tmp_path_factory.mktemp("models") / "distilled"
-    save_model_dir(make_tiny_model(True), path, label_names=CLASSES, mean=(0.5,), std=(0.5,))
+    save_model_dir(make_tiny_model(True), path, label_names=CLASSES, mean=(0.5,), std=(0.5,), crop_pct=1.0)
     return path
 
 

@@ -262,12 +262,15 @@ def test_eval_transform_small_images_are_not_resized_large_ones_are():
     import torch
     from PIL import Image
 
-    from deitctl.data.transforms import eval_transform
+    from deitctl.config.loader import load_recipe
+    from deitctl.data.transforms import eval_transform, recipe_data_config
     from deitctl.models.types import DataConfig
 
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (28, 28), dtype=np.uint8)
-    x = eval_transform(DataConfig((1, 28, 28), (0.0,), (1.0,)))(Image.fromarray(small, "L"))
+    config = recipe_data_config(load_recipe("fashion-deit-ti", ["mean=[0.0]", "std=[1.0]"]))
+    assert config.crop_pct == 1.0  # the authors' ≤ 32 px path: fed as they are, and the saved config says so
+    x = eval_transform(config)(Image.fromarray(small, "L"))
     assert torch.equal(x[0], torch.from_numpy(small).float() / 255)
     big = np.zeros((64, 64), dtype=np.uint8)
     big[:3] = 255  # a bright band at the top: cropped away after resizing to 64 / 0.875 = 73

@@ -64,7 +64,7 @@ def pct_correct(logits, y) -> float:
 def save(model, path: Path) -> Path:
     from deitctl.models.store import save_model_dir
 
-    return save_model_dir(model, path, label_names=CLASSES, mean=(0.5,), std=(0.5,))
+    return save_model_dir(model, path, label_names=CLASSES, mean=(0.5,), std=(0.5,), crop_pct=1.0)
 
 
 FP32 = ("--precision", "fp32")  # exact comparisons with hand-computed fp32 logits
@@ -384,3 +384,12 @@ def test_a_distilled_model_trained_without_teacher_reports_its_class_head(cli, t
     (run / "recipe.yaml").write_text(f"dataset: {tiny_data}\neval_split: test\ndistillation_type: hard\n")
     fused = json.loads(cli("eval", run, "--num-workers", "0", "--json")[1])
     assert fused["top1_cls"] == result["top1_cls"] and fused["loss"] != result["loss"]
+
+
+def test_crop_pct_overrides_the_models_config(cli, trained, tiny_data):
+    """--crop-pct 0.875 is how the authors evaluate every model; here 0.5 visibly changes the input."""
+    default = eval_json(cli, trained[1], "--dataset", tiny_data, *FP32)
+    half = eval_json(cli, trained[1], "--dataset", tiny_data, *FP32, "--crop-pct", "0.5")
+    assert default["crop_pct"] == 1.0 and half["crop_pct"] == 0.5 and half["loss"] != default["loss"]
+    code, _, err = cli("eval", trained[1], "--dataset", tiny_data, "--crop-pct", "1.5")
+    assert code == 2 and "--crop-pct must be in (0, 1]" in err

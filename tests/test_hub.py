@@ -110,7 +110,7 @@ def test_pull_pinned_revision_and_branch(cli, hub, tiny_model_dir, tmp_path):
 
     v1 = json.loads(cli("push", tiny_model_dir, "org/m", "--json")[1])["commit"]
     v2_dir = tmp_path / "v2"
-    save_model_dir(make_tiny_model(False, seed=1), v2_dir, label_names=CLASSES, mean=(0.5,), std=(0.5,))
+    save_model_dir(make_tiny_model(False, seed=1), v2_dir, label_names=CLASSES, mean=(0.5,), std=(0.5,), crop_pct=1.0)
     v2 = json.loads(cli("push", v2_dir, "org/m", "--json", "--message", "second")[1])["commit"]
     assert v1 != v2 and len(hub.state.commits_made) == 2
 

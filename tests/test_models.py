@@ -94,3 +94,40 @@ def test_worker_errors_become_one_line():
     assert _one_line(wrapped) == ("unreadable image /d/cat.png (OSError: truncated); remove or replace the file "
                                   "and run again")
     assert _one_line(DeitctlError("a\nb")) == "a b"
+
+
+def test_tagged_timm_weights_resized_to_384_as_the_authors_do(monkeypatch):
+    """`finetune deit-b-384 --from deit_base_patch16_224.fb_in1k`: the published weights at 224, then the
+    grid of position embeddings resized bicubic without antialiasing (timm's own load-time resize antialiases)."""
+    import timm.models._builder as builder
+    import torch
+    from timm.layers import resample_abs_pos_embed
+
+    from deitctl.models.refs import load_model
+
+    def fake_published(model, *args, **kwargs):  # what the Hub would give, without the Hub
+        with torch.no_grad():
+            model.pos_embed.copy_(torch.randn(model.pos_embed.shape, generator=torch.Generator().manual_seed(0)))
+
+    monkeypatch.setattr(builder, "load_pretrained", fake_published)
+    loaded = load_model("deit_tiny_patch16_224.fb_in1k", img_size=384)
+    assert tuple(loaded.model.patch_embed.img_size) == (384, 384) and loaded.data_config.size == 384
+    published = torch.randn((1, 197, 192), generator=torch.Generator().manual_seed(0))
+    ours = resample_abs_pos_embed(published, new_size=[24, 24], num_prefix_tokens=1, interpolation="bicubic",
+                                  antialias=False)
+    assert torch.equal(loaded.model.pos_embed, ours)
+    assert torch.equal(loaded.model.pos_embed[:, :1], published[:, :1])  # the class token's embedding is kept
+    timms = resample_abs_pos_embed(published, new_size=[24, 24], num_prefix_tokens=1, antialias=True)
+    assert not torch.allclose(loaded.model.pos_embed, timms)
+
+
+@pytest.mark.parametrize(("optimizer", "nesterov"), [("sgd", True), ("momentum", False)])
+def test_transfer_sgd_is_nesterov_as_the_authors_ran_it(optimizer, nesterov):
+    from conftest import make_tiny_model
+
+    from deitctl.training.optim import make_optimizer
+
+    recipe = load_recipe("cifar10", [f"optimizer={optimizer}"])
+    opt = make_optimizer(make_tiny_model(), recipe, 0.01)
+    assert type(opt).__name__ == "SGD" and opt.defaults["nesterov"] is nesterov and opt.defaults["momentum"] == 0.9
+    assert load_recipe("cifar10").optimizer == "sgd"

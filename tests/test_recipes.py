@@ -130,3 +130,17 @@ def test_cli_list_and_errors(cli):
     assert code == 2 and "did you mean: deit-ti" in err and "\n" not in err.strip()
     code, _, err = cli("recipes", "show", "deit-ti", "--set", "lr=abc")
     assert code == 2 and "key 'lr'" in err
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "flowers102", "stanford-cars"])
+def test_distilled_transfer_recipes_keep_the_distillation_token(dataset):
+    plain, distilled = load_recipe(dataset), load_recipe(f"{dataset}-distilled")
+    assert distilled.model == "deit_base_distilled_patch16_224" and distilled.distillation_type == "hard"
+    assert distilled.init_from == "deit_base_distilled_patch16_224.fb_in1k" and distilled.teacher is None
+    for key in ("dataset", "optimizer", "lr", "batch_size", "weight_decay", "epochs", "reprob", "drop_path"):
+        assert getattr(distilled, key) == getattr(plain, key), key
+
+
+def test_distilled_transfer_without_teacher_says_how_to_get_one(cli):
+    code, _, err = cli("finetune", "cifar10-distilled", "--dataset", "cifar10")
+    assert code == 2 and "distillation needs a teacher: pass --teacher" in err

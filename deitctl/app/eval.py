@@ -7,6 +7,7 @@ computes it natively (top-1 within 0.1 point of fp32: docs/performance.md), else
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ class EvalRequest:
     num_workers: int = 2
     compile_model: bool = False
     save: bool = False  # keep eval.json and predictions.npz (per-image) in the model's directory
+    crop_pct: float | None = None  # default: the model's config (the authors evaluate every model at 0.875)
 
 
 def run(req: EvalRequest) -> dict[str, Any] | None:
@@ -74,7 +76,12 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
         log(f"warning: the model's class names ({ours}, …) differ from the dataset's ({theirs}, …); "
             "accuracy assumes both list the classes in the same order")
     accelerator = _accelerator()
-    loader = build_eval_loader(data, loaded.data_config, req.batch_size, req.num_workers, req.max_samples)
+    config = loaded.data_config
+    if req.crop_pct is not None:
+        if not 0 < req.crop_pct <= 1:
+            raise UsageError(f"--crop-pct must be in (0, 1] (got {req.crop_pct}); the authors evaluate at 0.875")
+        config = dataclasses.replace(config, crop_pct=req.crop_pct)
+    loader = build_eval_loader(data, config, req.batch_size, req.num_workers, req.max_samples)
     model = loaded.model
     if accelerator is not None:
         model, loader = model.to(accelerator.device), accelerator.prepare(loader)
@@ -91,7 +98,7 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     matrix = metrics.pop("confusion", None)
     correct, total = metrics.pop("per_class_correct", None), metrics.pop("per_class_total", None)
     result = {"model": req.model, "dataset": dataset, "split": split, **metrics, "precision": precision,
-              "ema": req.ema, "compile": req.compile_model, "runtime": loaded.runtime}
+              "ema": req.ema, "compile": req.compile_model, "runtime": loaded.runtime, "crop_pct": config.crop_pct}
     if req.per_class and correct is not None:
         result["per_class"] = {name: (100.0 * c / t if t else None)
                                for name, c, t in zip(data.class_names, correct, total, strict=True)}

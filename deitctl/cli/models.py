@@ -45,6 +45,8 @@ def eval_(
     image_column: str | None = typer.Option(None, "--image-column"),
     label_column: str | None = typer.Option(None, "--label-column"),
     num_workers: int = typer.Option(2, "--num-workers", help="DataLoader worker processes (0: decode in-process)."),
+    crop_pct: float | None = typer.Option(None, "--crop-pct", help="Resize to size/crop_pct, then center crop "
+                                          "(default: the model's config; the authors evaluate every model at 0.875)."),
     save: bool = typer.Option(False, "--save", help="Keep the result in the model's directory: eval.json and "
                               "predictions.npz (per-image predictions, for the paired statistics of `deitctl report`)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -55,7 +57,7 @@ def eval_(
 
     result = run(EvalRequest(model, dataset, split, batch_size, precision, ema, max_samples, per_class,
                              str(confusion) if confusion else None, image_column, label_column, num_workers, compile_,
-                             save))
+                             save, crop_pct))
     if result is None:  # not the main process of a multi-process run
         return
     if as_json:

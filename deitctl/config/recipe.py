@@ -42,7 +42,7 @@ class Recipe(BaseModel):
     # optimisation (Table 9)
     epochs: int = Field(300, gt=0)
     batch_size: int = Field(1024, gt=0)  # global, across all processes and accumulation steps
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "sgd", "momentum"] = "adamw"  # sgd: Nesterov (timm's, the authors'); momentum: classical
     opt_eps: float = Field(1e-8, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     lr: float = Field(5e-4, gt=0)  # base learning rate, before the linear scaling rule

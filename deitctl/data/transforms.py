@@ -1,8 +1,9 @@
 """The DeiT augmentation pipeline, built by timm from the recipe.
 
 Train (Table 9): RandomResizedCrop (bicubic) + flip + RandAugment + normalize + random erasing, and
-Mixup/CutMix with label smoothing per batch. Eval: resize to size/0.875, center crop. Images of 32 px
-or less follow the authors' small-image path: RandomCrop(padding 4) for training, no resize at test.
+Mixup/CutMix with label smoothing per batch. Eval: timm's own transform for the model's DataConfig
+(resize to size/crop_pct, center crop). Images of 32 px or less follow the authors' small-image path:
+RandomCrop(padding 4) for training, crop_pct 1.0 (fed as they are) at test.
 """
 
 from __future__ import annotations
@@ -87,32 +88,29 @@ def _small_train(recipe: Recipe, mean: tuple[float, ...], std: tuple[float, ...]
 
 
 def eval_transform(config: DataConfig) -> Callable:
-    """Resize the shorter side to size/crop_pct, center crop ``size``, normalize — as the config says.
+    """timm's own eval transform for the config: resize the shorter side to size/crop_pct, center crop, normalize.
 
-    At ≤ 32 px the authors do not resize at all (CIFAR at 32 px is fed as it is). We resize the
-    shorter side to the size itself, which is a no-op for images already that size (torchvision
-    returns them untouched) and fits other sizes to what the model needs, then center crop.
+    deitctl builds it through ``timm.data.create_transform`` from the same DataConfig it writes beside the
+    weights, so a user who loads the model with plain timm (``resolve_data_config`` + ``create_transform``)
+    preprocesses exactly as ``deitctl eval`` measured.
     """
-    import math
+    from timm.data import create_transform
 
-    from torchvision import transforms as T
-
-    size = config.size
-    interp = T.InterpolationMode.BILINEAR if config.interpolation == "bilinear" else T.InterpolationMode.BICUBIC
-    resize = size if size <= SMALL else math.floor(size / config.crop_pct)
-    return T.Compose([
-        T.Resize(resize, interpolation=interp),
-        T.CenterCrop(size),
-        T.ToTensor(),
-        T.Normalize(channel_stats(config.mean, config.channels), channel_stats(config.std, config.channels)),
-    ])
+    return create_transform(input_size=config.input_size, is_training=False, interpolation=config.interpolation,
+                            mean=channel_stats(config.mean, config.channels),
+                            std=channel_stats(config.std, config.channels), crop_pct=config.crop_pct,
+                            crop_mode="center")
 
 
 def recipe_data_config(recipe: Recipe) -> DataConfig:
-    """What a model trained with this recipe expects at test time (saved beside its weights)."""
-    c = recipe.in_chans
-    return DataConfig((c, recipe.img_size, recipe.img_size), channel_stats(recipe.mean, c), channel_stats(recipe.std, c),
-                      recipe.eval_crop_pct, "bicubic")
+    """What a model trained with this recipe expects at test time (saved beside its weights).
+
+    At ≤ 32 px the authors feed test images as they are (no resize, no crop), which is crop_pct 1.0:
+    recording 0.875 there would make timm upscale 28 → 32 px and crop, another model than the one trained.
+    """
+    c, size = recipe.in_chans, recipe.img_size
+    crop = 1.0 if size <= SMALL else recipe.eval_crop_pct
+    return DataConfig((c, size, size), channel_stats(recipe.mean, c), channel_stats(recipe.std, c), crop, "bicubic")
 
 
 def recipe_eval_transform(recipe: Recipe) -> Callable:

@@ -124,19 +124,20 @@ def hf_config(loaded: LoadedModel, distilled: bool) -> dict[str, Any]:
 
 
 def preprocessor_config(loaded: LoadedModel) -> dict[str, Any]:
-    """The image processor matching deitctl's eval transform (resize to size/crop_pct, center crop)."""
+    """The image processor that does what the model's DataConfig says: shorter side to size/crop_pct
+    (bicubic), center crop, rescale, normalize. transformers' BiT processor is the one that resizes the
+    shorter side (DeiT's squashes a non-square image to a square); no RGB conversion for grayscale models."""
     import math
 
-    from deitctl.data.transforms import SMALL, channel_stats
+    from deitctl.data.transforms import channel_stats
 
-    c, size = loaded.model.patch_embed.proj.in_channels, loaded.model.patch_embed.img_size[0]
     dc = loaded.data_config
-    resize = size if size <= SMALL else math.floor(size / dc.crop_pct)
+    c, size = dc.channels, dc.size
     return {
-        "image_processor_type": "DeiTImageProcessor",
+        "image_processor_type": "BitImageProcessor",
         "do_resize": True,
-        "size": {"height": resize, "width": resize},
-        "resample": 3,
+        "size": {"shortest_edge": math.floor(size / dc.crop_pct)},
+        "resample": 3 if dc.interpolation == "bicubic" else 2,
         "do_center_crop": True,
         "crop_size": {"height": size, "width": size},
         "do_rescale": True,
@@ -144,6 +145,7 @@ def preprocessor_config(loaded: LoadedModel) -> dict[str, Any]:
         "do_normalize": True,
         "image_mean": list(channel_stats(dc.mean, c)),
         "image_std": list(channel_stats(dc.std, c)),
+        "do_convert_rgb": c == 3,
     }
 
 

@@ -72,7 +72,13 @@ def _load_hub(repo: str, num_classes: int | None, img_size: int | None, ema: boo
 
 
 def load_timm(ref: str, num_classes: int | None = None, img_size: int | None = None, **overrides: Any) -> LoadedModel:
-    """A timm name; ``arch.tag`` asks timm for published weights, which needs the Hub."""
+    """A timm name; ``arch.tag`` asks timm for published weights, which needs the Hub.
+
+    Published weights at another resolution (``finetune deit-b-384 --from deit_base_patch16_224.fb_in1k``) are
+    loaded at their own size, then adapted as the authors do (``models.adapt``: position embeddings resized
+    bicubic without antialiasing, which timm's own resize at load time would apply).
+    """
+    from deitctl.models.adapt import load_adapted
     from deitctl.models.factory import build, check_arch
     from deitctl.models.inspect import data_config
 
@@ -82,11 +88,15 @@ def load_timm(ref: str, num_classes: int | None = None, img_size: int | None = N
         model = build(arch, img_size=img_size, **kwargs)
     else:
         try:
-            model = build(ref, pretrained=True, **kwargs)
+            model = build(ref, pretrained=True, **overrides)
         except Exception as e:  # timm raises many kinds (OSError, LocalEntryNotFoundError, RuntimeError)
             raise DeitctlError(
                 f"could not fetch weights for '{ref}' ({type(e).__name__}): the Hub is unreachable or the tag "
                 "is unknown; download them where the Hub is reachable (`deitctl pull`) and pass the directory"
             ) from None
+        if img_size or (num_classes and num_classes != model.num_classes):
+            published = model
+            model = build(arch, img_size=img_size, **kwargs)
+            load_adapted(model, published.state_dict())
     model.eval()
     return LoadedModel(model, arch, ref, None, data_config(model), {}, None)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from deitctl.records.stats import disagreement
 
 if TYPE_CHECKING:
-    from deitctl.records.report import Run
+    from deitctl.records.runs import Run
 
 DASH = "—"
 LABELS = {"teacher": "teacher", "none": "no distillation", "soft-class": "usual distillation",

@@ -12,16 +12,18 @@ if TYPE_CHECKING:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
-    """AdamW (or SGD) with no weight decay on position embeddings, class/distillation tokens, norms and biases.
+    """AdamW or SGD with no weight decay on position embeddings, class/distillation tokens, norms and biases.
 
     timm's factory reads ``model.no_weight_decay()`` (pos_embed, cls_token, dist_token) and exempts
-    every 1-D parameter (norm weights, biases) — exactly the authors' grouping. ``fused_optimizer``
-    selects torch's fused AdamW kernel (the same update, one pass over all parameters).
+    every 1-D parameter (norm weights, biases) — exactly the authors' grouping. ``sgd`` is timm's ``sgd``,
+    Nesterov momentum: what the authors ran for transfer (their ``--opt sgd`` goes through timm's factory);
+    ``momentum`` is classical heavy-ball SGD. ``fused_optimizer`` selects torch's fused AdamW kernel (the
+    same update, one pass over all parameters).
     """
     from timm.optim import create_optimizer_v2
 
-    extra = {"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {"eps": recipe.opt_eps,
-                                                                            "fused": recipe.fused_optimizer or None}
-    return create_optimizer_v2(model, opt="adamw" if recipe.optimizer == "adamw" else "momentum", lr=lr,
-                               weight_decay=recipe.weight_decay, **extra)
-
+    if recipe.optimizer == "adamw":
+        extra = {"eps": recipe.opt_eps, "fused": recipe.fused_optimizer or None}
+    else:
+        extra = {"momentum": recipe.momentum}
+    return create_optimizer_v2(model, opt=recipe.optimizer, lr=lr, weight_decay=recipe.weight_decay, **extra)

@@ -181,8 +181,6 @@ def _teacher(recipe: Recipe, num_classes: int, device: torch.device, precision: 
 
     if not recipe.is_distilled:
         return None
-    if not recipe.teacher:
-        raise UsageError("distillation needs a teacher: pass --teacher MODEL or --set teacher=...")
     teacher = load_teacher(recipe.teacher, num_classes, recipe.in_chans, recipe.mean, recipe.std)
     return teacher.prepare(device, precision, recipe.compile)
 

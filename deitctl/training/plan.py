@@ -78,6 +78,8 @@ def plan_run(recipe_ref: str, opts: RunOptions) -> Plan:
     if opts.teacher and recipe.distillation_type == "none" and not any(
             s.startswith("distillation_type=") for s in opts.sets):
         recipe = load_recipe(recipe_ref, [*opts.recipe_overrides(), "distillation_type=hard"])  # the paper's choice
+    if recipe.is_distilled and not recipe.teacher:
+        raise UsageError("distillation needs a teacher: pass --teacher MODEL or --set teacher=...")
     run = RunDir(opts.out or Path("runs") / recipe.name)
     if run.holds_run():
         if not opts.overwrite:

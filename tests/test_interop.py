@@ -1,0 +1,125 @@
+"""What users load elsewhere scores what deitctl reports: plain timm and transformers, through their own front doors.
+
+The models are trained by `deitctl train` on real Fashion-MNIST images (a small subset), so the configs
+under test are the ones training writes. timm: `create_model("local-dir:RUN", pretrained=True)` +
+`resolve_data_config` + `create_transform`; transformers: `AutoImageProcessor` +
+`AutoModelForImageClassification` on `deitctl export --format transformers`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from deitctl.data.fashion_mnist import idx_available
+
+pytestmark = pytest.mark.skipif(not idx_available(), reason="needs Debian's dataset-fashion-mnist")
+TINY = ["--set", "model_args.depth=2", "--set", "model_args.embed_dim=32", "--set", "model_args.num_heads=2",
+        "--set", "num_workers=0", "--set", "precision=fp32", "--set", "drop_path=0", "--set", "warmup_epochs=0.2"]
+TEST_IMAGES = 600
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory) -> Path:
+    """A save_to_disk copy of real Fashion-MNIST: 512 training and the first 600 test images."""
+    from datasets import DatasetDict
+
+    from deitctl.data.fashion_mnist import load_local
+
+    full = load_local()
+    path = tmp_path_factory.mktemp("fm") / "fashion-small"
+    DatasetDict({"train": full["train"].select(range(512)), "test": full["test"].select(range(TEST_IMAGES))}
+                ).save_to_disk(str(path))
+    return path
+
+
+def _train(out: Path, recipe: str, data: Path, size: int, *extra: str) -> Path:
+    from typer.testing import CliRunner
+
+    from deitctl.cli import app
+
+    args = ["train", recipe, "--dataset", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "32",
+            "--set", f"img_size={size}", "--set", "num_workers=0", "--set", "precision=fp32", "--set", "lr=2e-3", "--set", "lr_base_batch=32",
+            "--set", "compile=false", *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module", params=[28, 224], ids=["28px", "224px"])
+def runs(request, fashion, tmp_path_factory) -> tuple[Path, Path]:
+    """(convnet teacher, hard-distilled DeiT taught by it), both trained at the size given."""
+    size, root = request.param, tmp_path_factory.mktemp(f"runs{request.param}")
+    patch = ["--set", f"model_args.patch_size={4 if size == 28 else 16}"]
+    samples = ["--max-train-samples", "512" if size == 28 else "256"]  # 224 px steps cost ~60× more
+    teacher = _train(root / "teacher", "fashion-teacher", fashion, size, *samples, "--set", "model=resnet10t",
+                     "--set", "model_args={}")
+    student = _train(root / "student", "fashion-deit-ti-distilled", fashion, size, *samples, *TINY, *patch,
+                     "--teacher", str(teacher))
+    return teacher, student
+
+
+def deitctl_eval(cli, run: Path, data: Path) -> tuple[float, torch.Tensor]:
+    """Top-1 and per-image predictions, as `deitctl eval --save` reports and keeps them."""
+    import numpy as np
+
+    code, out, err = cli("eval", run, "--dataset", data, "--precision", "fp32", "--num-workers", "0", "--json",
+                         "--save")
+    assert code == 0, err
+    with np.load(run / "predictions.npz") as saved:
+        return json.loads(out)["top1"], torch.from_numpy(saved["pred"])
+
+
+def _images(data: Path):
+    from datasets import load_from_disk
+
+    test = load_from_disk(str(data))["test"]
+    return [img.convert("L") for img in test["image"]], torch.tensor(test["label"])
+
+
+def _predict(forward, images, transform) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([forward(torch.stack([transform(i) for i in images[k:k + 100]])).argmax(1)
+                          for k in range(0, len(images), 100)])
+
+
+def _pct(preds: torch.Tensor, labels: torch.Tensor) -> float:
+    return 100.0 * (preds == labels).float().mean().item()
+
+
+def test_plain_timm_with_the_saved_config_scores_what_deitctl_eval_reports(cli, runs, fashion):
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    images, labels = _images(fashion)
+    for run in runs:
+        model = timm.create_model(f"local-dir:{run}", pretrained=True).eval()
+        theirs = _predict(model, images, create_transform(**resolve_data_config({}, model=model)))
+        top1, ours = deitctl_eval(cli, run, fashion)
+        assert top1 == pytest.approx(_pct(ours, labels))
+        assert (theirs == ours).float().mean() >= 1 - 1 / TEST_IMAGES, run  # per image, at most one differs
+        assert abs(_pct(theirs, labels) - top1) <= 100 / TEST_IMAGES, run
+        assert ours.unique().numel() >= 3  # the decisions depend on the pixels, so a preprocessing mismatch shows
+
+
+def test_transformers_auto_classes_score_what_deitctl_eval_reports(cli, runs, fashion, tmp_path):
+    pytest.importorskip("transformers")
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    student = runs[1]
+    out = tmp_path / "hf"
+    code, _, err = cli("export", student, "--format", "transformers", "--out", out)
+    assert code == 0, err
+    processor = AutoImageProcessor.from_pretrained(str(out))
+    model = AutoModelForImageClassification.from_pretrained(str(out)).eval()
+    images, labels = _images(fashion)
+    with torch.no_grad():
+        theirs = torch.cat([model(**processor(images[k:k + 100], return_tensors="pt")).logits.argmax(1)
+                            for k in range(0, len(images), 100)])
+    top1, ours = deitctl_eval(cli, student, fashion)
+    # transformers' resize rounds a pixel here and there one grey level apart from PIL's: a few images at most
+    assert (theirs == ours).float().mean() >= 1 - 3 / TEST_IMAGES
+    assert abs(_pct(theirs, labels) - top1) <= 300 / TEST_IMAGES
