@@ -22,4 +22,8 @@ def run(req: TrainRequest) -> dict[str, Any]:
     from deitctl.training.plan import plan_run
 
     recipe = finetune_recipe(req.recipe, req.options.dataset) if req.finetune else req.recipe
-    return train(plan_run(recipe or "", req.options), on_step=req.on_step)
+    plan = plan_run(recipe or "", req.options)
+    try:
+        return train(plan, on_step=req.on_step)
+    finally:
+        plan.release()

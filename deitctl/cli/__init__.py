@@ -10,6 +10,7 @@ import sys
 
 from deitctl.cli import hub, models, records, training  # noqa: F401  (each registers its commands)
 from deitctl.cli.base import app, state
+from deitctl.core.atomic import is_disk_full
 from deitctl.core.errors import DeitctlError, unwrap_worker_message
 
 __all__ = ["app", "main"]
@@ -35,5 +36,9 @@ def main() -> None:
     except Exception as e:  # a bug, not bad input: still no wall of text unless asked
         if state["debug"]:
             raise
+        if is_disk_full(e):  # a write no guard named: still one line that says what happened
+            print(f"error: no space left on the device ({_one_line(e)}); free some space and run again",
+                  file=sys.stderr)
+            sys.exit(1)
         print(f"error: {type(e).__name__}: {_one_line(e)} (re-run with --debug for the traceback)", file=sys.stderr)
         sys.exit(1)

@@ -19,7 +19,9 @@ A commit id is the sha1 of its canonical manifest (40 hex digits, like git's), s
 on the same parent always gets the same id. A commit directory is written under a temporary name and
 renamed into place, and only then does the ref move (itself an atomic rename): a reader never sees a
 half-written commit. A push whose files equal the parent's creates no commit. Concurrent pushes to
-the same branch are not serialised: the last ref update wins (push from one machine at a time).
+one branch are serialised by a lock per branch (``refs/.<branch>.lock``, flock: NFS v4 and local disks)
+and the ref moves by compare-and-swap: each push lands as its own commit on top of the one before, or
+fails with a message saying to retry; none is lost.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from pathlib import Path
 
 from deitctl.core.atomic import atomic_dir, write_text
 from deitctl.core.errors import DeitctlError, UsageError
+from deitctl.core.lock import FileLock, InUseError
 from deitctl.hub.types import DEFAULT_BRANCH, CommitResult, FileInfo, Snapshot, file_sha256
 
 MANIFEST = "manifest.json"
+LOCK_WAIT_S = 60.0  # a push waits this long for another push to the same branch
 
 
 class DirRemote:
@@ -89,16 +93,28 @@ class DirRemote:
     def commit(
         self, repo_id: str, files: dict[str, Path], message: str, revision: str | None, private: bool
     ) -> CommitResult:
-        repo = self.root / repo_id
         branch = revision or DEFAULT_BRANCH
         if "/" in branch:
             raise UsageError(f"--revision '{branch}': a directory hub keeps flat branch names (no '/')")
+        lock = FileLock(self.root / repo_id / "refs" / f".{branch}.lock", "deitctl push", f"{repo_id}@{branch}")
+        try:
+            lock.acquire(timeout=LOCK_WAIT_S)
+        except InUseError as e:
+            raise DeitctlError(f"{e} — another push to it took longer than {LOCK_WAIT_S:.0f} s; retry the push") from None
+        try:
+            return self._commit_locked(repo_id, branch, files, message, private)
+        finally:
+            lock.release()
+
+    def _commit_locked(self, repo_id: str, branch: str, files: dict[str, Path], message: str,
+                       private: bool) -> CommitResult:
+        repo = self.root / repo_id
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "commits").mkdir(exist_ok=True)
         if not (repo / "repo.json").is_file():
             write_text(repo / "repo.json", json.dumps({"private": private}) + "\n")
         ref = repo / "refs" / branch
-        parent = ref.read_text().strip() if ref.is_file() else None
+        expected = parent = _read_ref(ref)
         if parent is None and branch != DEFAULT_BRANCH and (repo / "refs" / DEFAULT_BRANCH).is_file():
             parent = (repo / "refs" / DEFAULT_BRANCH).read_text().strip()  # a new branch starts from main
         entries = {name: {"sha256": file_sha256(path), "size": path.stat().st_size} for name, path in sorted(files.items())}
@@ -118,8 +134,16 @@ class DirRemote:
                     source = files.get(name) or (repo / "commits" / str(parent) / name)
                     shutil.copyfile(source, tmp / name)
                 (tmp / MANIFEST).write_text(text)
-        write_text(ref, commit + "\n")
+        now = _read_ref(ref)
+        if now != expected:  # compare-and-swap of the branch ref
+            raise DeitctlError(f"{repo_id}@{branch} moved to {now} during the push (a writer without the lock, e.g. "
+                               "an NFS client without flock); nothing was lost — retry the push")
+        write_text(ref, commit + "\n", durable=True)
         return CommitResult(commit, self._url(repo_id, commit), changed=True)
 
     def _url(self, repo_id: str, commit: str) -> str:
         return (self.root / repo_id / "commits" / commit).resolve().as_uri()
+
+
+def _read_ref(ref: Path) -> str | None:
+    return ref.read_text().strip() if ref.is_file() else None

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deitctl.core.atomic import disk_full_guard
 from deitctl.core.errors import DeitctlError, UsageError
 from deitctl.models.types import CONFIG, EMA_WEIGHTS, ONNX, WEIGHTS, DataConfig, LoadedModel
 
@@ -139,7 +140,8 @@ def save_model_dir(
     model_config: dict[str, Any] = {"pretrained_cfg": {"tag": "deitctl", "license": "apache-2.0"}}
     if label_names:
         model_config["label_names"] = list(label_names)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".save.") as tmp:
+    needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    with tempfile.TemporaryDirectory(dir=out, prefix=".save.") as tmp, disk_full_guard(out / weights_name, needed):
         save_for_hf(model, tmp, model_config=model_config, safe_serialization=True, data_config=dc.as_dict())
         os.replace(Path(tmp) / WEIGHTS, out / weights_name)
         if weights_name == WEIGHTS:

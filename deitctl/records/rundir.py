@@ -9,6 +9,7 @@
     RUN/config.json + model.safetensors [+ model_ema.safetensors]   the final model, timm's format
     RUN/checkpoints/       resumable checkpoints (``deitctl.training.checkpoint``)
     RUN/curves.png, RUN/tb/    plots and TensorBoard scalars
+    RUN/.deitctl.lock      who writes the run now: one writer at a time (``RunDir.lock``)
 
 Policy: a file that is missing reads as empty (None, {} or []); a file that is there but malformed is
 an error naming it — a damaged record is never silently taken for an absent one. The last line of
@@ -25,12 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from deitctl.core.atomic import write_text
 from deitctl.core.errors import UsageError
+from deitctl.core.lock import FileLock
 
 if TYPE_CHECKING:
     from deitctl.config.recipe import Recipe
 
 RECIPE, OPTIONS, METRICS, SUMMARY, EVAL = "recipe.yaml", "run.json", "metrics.jsonl", "summary.json", "eval.json"
 PREDICTIONS, CURVES, CHECKPOINTS = "predictions.npz", "curves.png", "checkpoints"
+LOCK = ".deitctl.lock"  # held by the one process writing the run (deitctl.core.lock)
 _RUN_MARKERS = (CHECKPOINTS, METRICS, "model.safetensors")  # a directory holding any of these holds a run
 
 
@@ -51,6 +54,10 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS
+
+    def lock(self, purpose: str) -> FileLock:
+        """The run's one-writer lock (not yet taken): ``train``, ``finetune``, ``--resume`` and ``--overwrite``."""
+        return FileLock(self.path / LOCK, purpose, label=str(self.path))
 
     def is_run(self) -> bool:
         """Started by ``deitctl train`` (a model directory alone has no recipe)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from deitctl.core.atomic import write_text
+from deitctl.core.atomic import DiskFullError, disk_full_guard, fsync_path, fsync_tree, write_text
 from deitctl.records.rundir import RunDir
 from deitctl.runtime.rng import rng_state
 
@@ -24,29 +24,57 @@ KEEP = 2  # complete checkpoints kept; older ones are removed only after a newer
 
 def save(run: RunDir, step: int, model_state: dict[str, torch.Tensor], state: dict[str, Any],
          rank: int, is_main: bool, barrier: Any) -> Path:
-    """Write checkpoint ``step`` (all ranks call this; ``barrier`` synchronises them)."""
+    """Write checkpoint ``step`` (all ranks call this; ``barrier`` synchronises them).
+
+    Durable before it counts: every file and the directory are fsynced, the directory is renamed into
+    place (and its parent fsynced), and only then does ``latest`` move. Killed at any moment, the run
+    resumes from a complete checkpoint; out of space, it stops with the last complete one kept.
+    """
     from safetensors.torch import save_file
 
     root = run.checkpoints
-    final = root / f"step-{step:07d}"
-    tmp = root / f".tmp-step-{step:07d}"
-    if is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    barrier()
-    torch.save(rng_state(), tmp / f"rng-{rank}.pt")
-    if is_main:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
-        torch.save(state, tmp / "state.pt")
-    barrier()
+    final, tmp = root / f"step-{step:07d}", root / f".tmp-step-{step:07d}"
+    hint = (f"the last complete checkpoint is kept in {root}; free space, then "
+            f"`deitctl train --resume {run.path}`")
+    try:
+        with disk_full_guard(tmp, _nbytes(model_state) + _nbytes(state), partial=tmp, hint=hint):
+            if is_main:
+                for stale in root.glob(".tmp-step-*"):  # left by a run killed mid-write
+                    shutil.rmtree(stale, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            barrier()
+            torch.save(rng_state(), tmp / f"rng-{rank}.pt")
+            if is_main:
+                save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
+                          str(tmp / "model.safetensors"))
+                torch.save(state, tmp / "state.pt")
+            barrier()
+            if is_main:
+                fsync_tree(tmp)
+    except DiskFullError:
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if is_main:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        write_text(root / "latest", final.name + "\n")
+        fsync_path(root)
+        write_text(root / "latest", final.name + "\n", durable=True)
         for old in sorted(root.glob("step-*"))[:-KEEP]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
+
+
+def _nbytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) state: what the checkpoint will take on disk, near enough."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
 
 
 def latest(run: RunDir) -> Path | None:
@@ -54,7 +82,7 @@ def latest(run: RunDir) -> Path | None:
     if not pointer.is_file():
         return None
     path = run.checkpoints / pointer.read_text().strip()
-    return path if (path / "state.pt").is_file() else None
+    return path if (path / "state.pt").is_file() and (path / "model.safetensors").is_file() else None
 
 
 def load(path: Path, rank: int) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any] | None]:

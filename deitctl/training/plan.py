@@ -6,12 +6,14 @@ batch splits over processes) are testable on their own and the loop reads as the
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deitctl.config.loader import dump_recipe, is_recipe, load_recipe
 from deitctl.config.recipe import Recipe
 from deitctl.core.errors import UsageError
+from deitctl.core.lock import FileLock
 from deitctl.records.rundir import RunDir
 
 # the RunOptions that shape the data, kept in run.json so --resume sees the same samples
@@ -51,28 +53,28 @@ class RunOptions:
 
 @dataclass
 class Plan:
-    """What to run, where, and from which checkpoint."""
+    """What to run, where, and from which checkpoint; holds the run directory's lock until ``release``."""
 
     recipe: Recipe
     run: RunDir
     options: RunOptions
     resume_from: Path | None = None
+    lock: FileLock | None = None
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a launch (torchrun / accelerate set RANK): it alone locks and writes the run directory."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def plan_run(recipe_ref: str, opts: RunOptions) -> Plan:
-    """Resolve the recipe and the run directory (created, or checked for --resume)."""
-    from deitctl.training import checkpoint
-
+    """Resolve the recipe and the run directory (created, or checked for --resume), and lock it."""
     if opts.resume is not None:
-        run = RunDir(opts.resume)
-        if not run.is_run():
-            raise UsageError(f"{run.path}: not a run directory (no recipe.yaml); check the --resume path")
-        ckpt = checkpoint.latest(run)
-        if ckpt is None:
-            raise UsageError(f"{run.path}: no complete checkpoint to resume from; start again with --overwrite")
-        for key, value in run.options().items():
-            setattr(opts, key, value)
-        return Plan(run.recipe(), run, opts, ckpt)
+        return _plan_resume(opts)
 
     recipe = load_recipe(recipe_ref, opts.recipe_overrides())
     if opts.teacher and recipe.distillation_type == "none" and not any(
@@ -81,13 +83,41 @@ def plan_run(recipe_ref: str, opts: RunOptions) -> Plan:
     if recipe.is_distilled and not recipe.teacher:
         raise UsageError("distillation needs a teacher: pass --teacher MODEL or --set teacher=...")
     run = RunDir(opts.out or Path("runs") / recipe.name)
+    if not _is_main_process():
+        return Plan(recipe, run, opts)
+    run.path.mkdir(parents=True, exist_ok=True)
+    lock = run.lock("deitctl train").acquire()  # before looking: two runs may not both find the directory free
     if run.holds_run():
         if not opts.overwrite:
+            lock.release()
             raise UsageError(f"{run.path} already holds a run; continue it with --resume {run.path}, "
                              "choose another --out, or pass --overwrite to set it aside and start again")
-        run.set_aside()  # never delete a user's run: it is kept beside the new one
+        run.set_aside()  # never delete a user's run: it is kept beside the new one (with the lock we hold)
+        lock.release()
+        run.path.mkdir(parents=True)
+        lock = run.lock("deitctl train").acquire()
     run.create(dump_recipe(recipe), {k: v for k, v in asdict(opts).items() if k in _DATA_OPTIONS})
-    return Plan(recipe, run, opts)
+    return Plan(recipe, run, opts, lock=lock)
+
+
+def _plan_resume(opts: RunOptions) -> Plan:
+    from deitctl.training import checkpoint
+
+    run = RunDir(opts.resume)
+    if not run.is_run():
+        raise UsageError(f"{run.path}: not a run directory (no recipe.yaml); check the --resume path")
+    lock = run.lock("deitctl train --resume").acquire() if _is_main_process() else None
+    try:
+        ckpt = checkpoint.latest(run)
+        if ckpt is None:
+            raise UsageError(f"{run.path}: no complete checkpoint to resume from; start again with --overwrite")
+        for key, value in run.options().items():
+            setattr(opts, key, value)
+        return Plan(run.recipe(), run, opts, ckpt, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
 
 
 def batch_plan(global_batch: int, world: int, per_device_cap: int | None) -> tuple[int, int]:
