@@ -18,18 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_dataset_dict
-from test_train import QUAD, _subprocess_env, assert_same_weights
+from test_train import QUAD, _subprocess_env, assert_same_weights, quad_options
 
 PHASES = ("rng", "weights-torn", "state", "fsync", "rename", "latest", "prune")
-
-
-def _train_options(data: Path, out: Path, resume: bool = False):
-    from deitctl.training.plan import RunOptions
-
-    if resume:
-        return RunOptions(resume=out)
-    sets = [s for flag, s in zip(QUAD, QUAD[1:], strict=False) if flag == "--set"] + ["checkpoint_every=1"]
-    return RunOptions(out=out, dataset=str(data), epochs=2, batch_size=16, sets=sets)
 
 
 # ----------------------------------------------------------------------------------- one writer
@@ -117,7 +108,7 @@ def test_concurrent_pushes_to_a_directory_hub_each_land(tmp_path, tiny_model_dir
         try:
             files = {"config.json": tiny_model_dir / "config.json", f"note{i}.txt": sources[i]}
             results.append(DirRemote(hub).commit("org/m", files, f"push {i}", None, False))
-        except Exception as e:  # noqa: BLE001 — reported below
+        except Exception as e:  # reported below
             errors.append(e)
 
     threads = [threading.Thread(target=push, args=(i,)) for i in range(8)]
@@ -164,17 +155,17 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_one_and_resumes_identicall
     from deitctl.core.atomic import DiskFullError
 
     straight, cut = tmp_path / "straight", tmp_path / "cut"
-    run(TrainRequest("fashion-deit-ti", _train_options(tiny_data, straight)))
+    run(TrainRequest("fashion-deit-ti", quad_options(tiny_data, straight)))
     monkeypatch.setattr(safetensors.torch, "save_file", _fail_nth(3, error))
     with pytest.raises(DiskFullError) as raised:
-        run(TrainRequest("fashion-deit-ti", _train_options(tiny_data, cut)))
+        run(TrainRequest("fashion-deit-ti", quad_options(tiny_data, cut)))
     message = str(raised.value)
     assert message.startswith(f"no space left on the device writing {cut}/checkpoints/.tmp-step-0000003: it needs ")
     assert " free; the last complete checkpoint is kept in " in message and f"--resume {cut}" in message
     assert (cut / "checkpoints" / "latest").read_text().strip() == "step-0000002"
     assert not list((cut / "checkpoints").glob(".tmp-*")) and not list(cut.rglob(".*.tmp"))
     monkeypatch.undo()
-    run(TrainRequest(None, _train_options(tiny_data, cut, resume=True)))
+    run(TrainRequest(None, quad_options(tiny_data, cut, resume=True)))
     assert_same_weights(straight, cut)
 
 
@@ -314,7 +305,7 @@ def _child(data: str, out: str, resume: bool, phase: str | None, save_index: int
 
     if phase:
         _kill_at(phase, save_index)
-    run(TrainRequest(None if resume else "fashion-deit-ti", _train_options(Path(data), Path(out), resume)))
+    run(TrainRequest(None if resume else "fashion-deit-ti", quad_options(Path(data), Path(out), resume)))
 
 
 def test_sigkill_at_20_random_moments_of_checkpoint_writes_then_resume_is_bit_identical(tiny_data, tmp_path):

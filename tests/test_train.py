@@ -102,14 +102,21 @@ def test_resume_after_interrupt_equals_uninterrupted(cli, tiny_data, tmp_path):
     assert lines == (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()[: len(lines)] or len(lines) == 2
 
 
+def quad_options(data: Path, out: Path, resume: bool = False):
+    """`_quad_run`'s command line as RunOptions (or its --resume)."""
+    from deitctl.training.plan import RunOptions
+
+    if resume:
+        return RunOptions(resume=out)
+    sets = [s for flag, s in itertools.pairwise(QUAD) if flag == "--set"] + ["checkpoint_every=1"]
+    return RunOptions(out=out, dataset=str(data), epochs=2, batch_size=16, sets=sets)
+
+
 def train_in_process(data: Path, out: Path, on_step) -> dict:
     """`_quad_run`'s command through the app layer, with a per-step hook (what the CLI cannot pass)."""
     from deitctl.app.train import TrainRequest, run
-    from deitctl.training.plan import RunOptions
 
-    sets = [s for flag, s in itertools.pairwise(QUAD) if flag == "--set"] + ["checkpoint_every=1"]
-    opts = RunOptions(out=out, dataset=str(data), epochs=2, batch_size=16, sets=sets)
-    return run(TrainRequest("fashion-deit-ti", opts, on_step=on_step))
+    return run(TrainRequest("fashion-deit-ti", quad_options(data, out), on_step=on_step))
 
 
 def _subprocess_env(threads: int | None = None) -> dict[str, str]:
