@@ -60,6 +60,9 @@ def counting_model(loaded: LoadedModel) -> nn.Module:
 
 def run(req: BenchRequest) -> list[dict[str, Any]]:
     """One row per (precision, batch size): img/s, ms per batch and peak memory, plus params and GMACs."""
+    from deitctl.models.refs import preflight
+
+    preflight(req.model)  # offline and not cached: say so now, not after torch and timm have loaded
     import torch
 
     from deitctl.evaluation.timing import PeakMemory, time_forward

@@ -42,12 +42,8 @@ class EvalRequest:
 
 
 def run(req: EvalRequest) -> dict[str, Any] | None:
-    import torch
-
     from deitctl.core.console import log
-    from deitctl.data.loaders import build_eval_loader
     from deitctl.data.splits import load_split
-    from deitctl.evaluation.metrics import device_of, evaluate
     from deitctl.models.refs import load_model
     from deitctl.records.plots import plot_confusion
     from deitctl.records.rundir import RunDir
@@ -63,7 +59,9 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     if req.save and not Path(req.model).is_dir():
         raise UsageError(f"--save keeps the result in the model's directory, and {req.model} is not one; "
                          "use --json > FILE instead")
-    loaded = load_model(req.model, ema=req.ema)
+    loaded = load_model(req.model, ema=req.ema)  # a Hub model offline fails here, before torch is even imported
+    import torch
+
     precision = loaded.check_runtime(req.precision, req.compile_model)
     data = load_split(dataset, split, req.image_column, req.label_column)
     if loaded.num_classes != data.num_classes:
@@ -75,6 +73,9 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
         ours, theirs = ", ".join(loaded.label_names[:3]), ", ".join(data.class_names[:3])
         log(f"warning: the model's class names ({ours}, …) differ from the dataset's ({theirs}, …); "
             "accuracy assumes both list the classes in the same order")
+    from deitctl.data.loaders import build_eval_loader
+    from deitctl.evaluation.metrics import device_of, evaluate
+
     accelerator = _accelerator()
     config = loaded.data_config
     if req.crop_pct is not None:
@@ -91,7 +92,7 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     metrics = evaluate(model, loader, accelerator, precision, data.num_classes,
                        per_class=req.per_class or req.confusion_png is not None, show_progress=True, frozen=True,
                        compile_model=req.compile_model, predictions=req.save,
-                       fuse=recipe.get("distillation_type", "none") != "none" or not recipe)
+                       fuse=not Path(req.model).is_dir() or RunDir(Path(req.model)).taught_distillation_head())
     if accelerator is not None and not accelerator.is_main_process:
         return None
     predictions = metrics.pop("predictions", None)

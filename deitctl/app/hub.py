@@ -52,6 +52,7 @@ def push(req: PushRequest) -> dict[str, Any]:
     source = req.model
     if not is_model_dir(source):
         raise UsageError(f"{source}: not a model or run directory (needs {CONFIG} and {WEIGHTS}); nothing was pushed")
+    remote = client.connect(req.hub_dir)  # an unreachable hub is said before the model is even loaded
     loaded = load_model_dir(source)  # refuses a config that does not fit the weights, before any upload
     card = build_card(source, repo_id, loaded)
     with tempfile.TemporaryDirectory(prefix="deitctl-card-") as tmp:
@@ -60,8 +61,8 @@ def push(req: PushRequest) -> dict[str, Any]:
         files = {CONFIG: source / CONFIG, WEIGHTS: source / WEIGHTS, "README.md": readme}
         if (source / CURVES).is_file():
             files[CURVES] = source / CURVES
-        result = client.push(repo_id, files, req.message or f"Upload {loaded.arch} with deitctl", req.revision,
-                             req.private, req.hub_dir)
+        result = client.push(remote, repo_id, files, req.message or f"Upload {loaded.arch} with deitctl",
+                             req.revision, req.private)
     return {"repo_id": repo_id, "revision": req.revision or DEFAULT_BRANCH, "commit": result.commit,
             "url": result.url, "changed": result.changed, "files": sorted(files), "sha256": file_sha256(source / WEIGHTS)}
 

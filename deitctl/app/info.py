@@ -16,6 +16,9 @@ class InfoRequest:
 
 
 def run(req: InfoRequest) -> dict[str, Any]:
+    from deitctl.models.refs import preflight
+
+    preflight(req.model)  # offline and not cached: say so now, not after torch and timm have loaded
     import torch
 
     from deitctl.config.loader import is_recipe, load_recipe

@@ -18,12 +18,13 @@ class TrainRequest:
 
 def run(req: TrainRequest) -> dict[str, Any]:
     """Train (or resume, or fine-tune); returns the run's summary."""
-    from deitctl.training.loop import train
     from deitctl.training.plan import plan_run
 
     recipe = finetune_recipe(req.recipe, req.options.dataset) if req.finetune else req.recipe
-    plan = plan_run(recipe or "", req.options)
+    plan = plan_run(recipe or "", req.options)  # bad input and an unreachable Hub fail here, before torch loads
     try:
+        from deitctl.training.loop import train
+
         return train(plan, on_step=req.on_step)
     finally:
         plan.release()

@@ -141,3 +141,40 @@ def export(
     else:
         rows = [{"inputs": k, "max_abs_diff": v, "tolerance": result.tolerance} for k, v in result.max_abs_diff.items()]
     print_table(rows)
+
+
+@app.command()
+def predict(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    inputs: list[Path] = typer.Argument(..., metavar="IMAGE_OR_DIR...", help="Images, or directories of images "
+                                        "(walked recursively)."),
+    top_k: int = typer.Option(5, "--top-k", help="Classes per image."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    attention: Path | None = typer.Option(None, "--attention", metavar="OUT_DIR", help="Write a PNG per image: the "
+                                          "image beside its class (and distillation) token's attention, last block "
+                                          "and rollout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --attention directory."),
+    num_workers: int = typer.Option(2, "--num-workers", help="Image-decoding worker processes."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per image: path, top_k, heads."),
+) -> None:
+    """Classify images: top-k classes with probabilities, each head of a distilled model, attention maps."""
+    from deitctl.app.predict import PredictRequest, run
+    from deitctl.core.console import emit_json, log, print_table
+
+    result = run(PredictRequest(model, inputs, top_k, batch_size, precision, attention, overwrite, num_workers))
+    rows = result["predictions"]
+    if as_json:
+        emit_json(rows)
+    else:
+        table = []
+        for r in rows:
+            best = r["top_k"][0]
+            row = {"image": r["path"], "top-1": best["label"], "prob": best["prob"],
+                   "next": ", ".join(f"{t['label']} {t['prob']:.2f}" for t in r["top_k"][1:3])}
+            if "heads" in r:
+                row |= {"class head": r["heads"]["class"][0]["label"], "dist. head": r["heads"]["distillation"][0]["label"]}
+            table.append(row)
+        print_table(table, title=f"{Path(model).name} ({result['precision']})")
+    log(f"{len(rows)} images classified, {len(result['skipped'])} skipped"
+        + (f"; attention maps in {result['attention']}" if result["attention"] else ""))

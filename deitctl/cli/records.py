@@ -10,6 +10,7 @@ import typer
 from deitctl.cli.base import JSON_HELP, SET_HELP, app, data_app, recipes_app
 
 MAX_NAMES_SHOWN = 20  # class names printed by `data show` (all of them with --json)
+MAX_PROBLEMS_SHOWN = 50  # problems printed by `data check` (all of them with --json)
 
 
 @recipes_app.command("list")
@@ -54,6 +55,33 @@ def data_show(
 
     summary = show(ShowRequest(dataset, split, image_column, label_column, grid, recipe))
     emit_json(summary) if as_json else _print_summary(summary)
+
+
+@data_app.command("check")
+def data_check(
+    dataset: str = typer.Argument(..., help="Dataset name, Hub id (org/name) or local path."),
+    split: str | None = typer.Option(None, "--split", help="Only this split (default: all)."),
+    image_column: str | None = typer.Option(None, "--image-column", help="Image column, if it cannot be inferred."),
+    label_column: str | None = typer.Option(None, "--label-column", help="Label column, if it cannot be inferred."),
+    num_workers: int = typer.Option(2, "--num-workers", help="Decoding worker processes."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Decode every image and check every label before a long run; exit 1 listing the unreadable or mislabelled."""
+    from deitctl.app.data import CheckRequest, check
+    from deitctl.core.console import emit_json, log, print_table
+
+    result = check(CheckRequest(dataset, split, image_column, label_column, num_workers))
+    problems = result["problems"]
+    if as_json:
+        emit_json(result)
+    elif problems:
+        shown = [{"split": p["split"], "index": p["index"], "file": p["path"] or "(embedded)", "problem": p["problem"]}
+                 for p in problems[:MAX_PROBLEMS_SHOWN]]
+        print_table(shown, title=f"{len(problems)} problems in {dataset}")
+    log(f"checked {result['checked']} images in {', '.join(result['splits'])}: "
+        + (f"{len(problems)} problems" if problems else "all readable, all labels valid"))
+    if problems:
+        raise typer.Exit(1)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

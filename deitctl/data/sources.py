@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,8 @@ def _load_local(path: Path) -> dict[str, Dataset]:
         raise UsageError(f"{path}: no such file or directory")
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()):
         try:
-            return _as_splits(datasets.load_from_disk(str(path)))
+            with quiet_datasets():
+                return _as_splits(datasets.load_from_disk(str(path)))
         except IndexError:  # datasets 5.2 cannot reload a split saved with no rows
             raise _empty_split_error(path, _empty_saved_splits(path)) from None
     if path.is_file() and path.suffix not in (".parquet", ".arrow"):
@@ -124,13 +126,15 @@ def _load_local(path: Path) -> dict[str, Dataset]:
         for f in files:
             data_files.setdefault(_split_of(f) or "train", []).append(str(f))
         try:
-            return _as_splits(datasets.load_dataset(kind, data_files=data_files))
+            with quiet_datasets():
+                return _as_splits(datasets.load_dataset(kind, data_files=data_files))
         except ValueError as e:  # 'Instruction "test" corresponds to no data!'
             if "corresponds to no data" not in str(e):
                 raise
             raise _empty_split_error(path, str(e).split('"')[1:2]) from None
     try:
-        return _as_splits(datasets.load_dataset("imagefolder", data_dir=str(path)))
+        with quiet_datasets():
+            return _as_splits(datasets.load_dataset("imagefolder", data_dir=str(path)))
     except FileNotFoundError:  # datasets' EmptyDatasetError / DataFilesNotFoundError
         raise UsageError(f"{path}: no images, parquet or arrow files found; pass {LOCAL_HINT}") from None
 
@@ -148,6 +152,7 @@ def _empty_split_error(path: Path, splits: list[str]) -> UsageError:
     return UsageError(f"{path}: {which} is empty (no rows); remove it or add data, then run again")
 
 
+@functools.cache
 def _load_hub(hub_id: str, name: str) -> dict[str, Dataset]:
     """All splits of a Hub dataset; offline that means the local ``datasets`` cache only.
 
@@ -156,12 +161,18 @@ def _load_hub(hub_id: str, name: str) -> dict[str, Dataset]:
     ``LocalEntryNotFoundError``), and ``DatasetNotFoundError`` when the Hub answers that no such
     (or no accessible) dataset exists.
     """
+    from deitctl.hub.reach import cache_only, online
+
+    offline = not online(datasets=True)  # unreachable: the cache at once, instead of minutes of retries
     import datasets
     from datasets.exceptions import DatasetNotFoundError
 
     try:
-        return _as_splits(datasets.load_dataset(hub_id))
-    except ConnectionError:
+        with quiet_datasets(), cache_only(offline):
+            return _as_splits(datasets.load_dataset(hub_id))
+    except (ConnectionError, FileNotFoundError) as e:
+        if isinstance(e, FileNotFoundError) and not offline:  # offline, datasets' way of saying "not cached"
+            raise
         raise DeitctlError(
             f"dataset '{name}' ({hub_id}) is not in the local datasets cache and the Hub cannot be reached; "
             f"download it once where the Hub is reachable (datasets.load_dataset('{hub_id}'), same HF_HOME), "
@@ -194,6 +205,25 @@ def open_dataset(ref: str) -> OpenedDataset:
         return OpenedDataset(_load_hub(ref, ref), None, None, ref)
     raise UsageError(f"unknown dataset '{ref}'{did_you_mean(ref, NAMED)}; use a name ({', '.join(NAMED)}), "
                      "a Hub id org/name, or a local path")
+
+
+def hub_backed(ref: str) -> bool:
+    """Whether opening ``ref`` goes to the Hub (a named dataset without a local copy, or an org/name id)."""
+    if ref == "fashion-mnist" and not os.environ.get("DEITCTL_FASHION_MNIST_HUB"):
+        from deitctl.data import fashion_mnist
+
+        return not fashion_mnist.idx_available()
+    if ref in NAMED:
+        src = NAMED[ref]
+        return src.hub_id is not None and not (src.local_env and os.environ.get(src.local_env))
+    return not _is_local(ref) and ref.count("/") == 1
+
+
+def preflight(ref: str) -> None:
+    """Open a Hub-backed dataset now (kept for later, opened once per process): offline and not cached,
+    the command fails in a second, before the minutes of model building that would come first."""
+    if hub_backed(ref):
+        open_dataset(ref)
 
 
 def load_dataset_split(ref: str, split: str) -> tuple[Dataset, str | None, str | None]:

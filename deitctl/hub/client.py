@@ -101,22 +101,26 @@ def pull(ref: str, check: Check, out: Path | None = None, hub_dir: Path | None =
 
 def _snapshot_or_cached(remote: Remote, repo_cache: Path, repo_id: str, revision: str | None) -> Snapshot | Path:
     """Ask the hub what the revision is now; offline or unreachable, fall back to the last pull of it."""
-    from huggingface_hub import constants
+    from deitctl.hub.reach import offline_requested, online
 
     ref_file = repo_cache / "refs" / (revision or DEFAULT_BRANCH).replace("/", "--")
     cached = repo_cache / ref_file.read_text().strip() if ref_file.is_file() else None
     if revision and COMMIT.match(revision) and (repo_cache / revision).is_dir():
         cached = repo_cache / revision  # a commit id pulled before: immutable, no need to ask
-    offline = constants.is_offline_mode() and remote.needs_network
-    if cached is not None and cached.is_dir() and (offline or cached.name == revision):
+    cached = cached if cached is not None and cached.is_dir() else None
+    if cached is not None and cached.name == revision:
         return cached
-    if constants.is_offline_mode() and remote.needs_network:
-        raise DeitctlError(f"HF_HUB_OFFLINE is set and {repo_id}@{revision or DEFAULT_BRANCH} was never pulled; "
-                           "unset HF_HUB_OFFLINE, or pull it where the hub is reachable")
+    if remote.needs_network and not online():
+        if cached is not None:
+            log(f"hub offline; using {repo_id}@{cached.name[:12]} pulled before")
+            return cached
+        why = "HF_HUB_OFFLINE is set" if offline_requested() else f"cannot reach the hub at {remote.where}"
+        raise HubUnreachable(f"{why} and {repo_id}@{revision or DEFAULT_BRANCH} was never pulled; "
+                             "pull it where the hub is reachable (same HF_HOME), or unset HF_HUB_OFFLINE")
     try:
         return remote.snapshot(repo_id, revision)
     except HubUnreachable:
-        if cached is not None and cached.is_dir():
+        if cached is not None:
             log(f"hub unreachable; using {repo_id}@{cached.name[:12]} pulled before")
             return cached
         raise
@@ -163,9 +167,19 @@ def _verify(snapshot: Snapshot, name: str, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------- push
-def push(repo_id: str, files: dict[str, Path], message: str, revision: str | None = None, private: bool = False,
-         hub_dir: Path | None = None) -> CommitResult:
-    """One commit of ``files`` (name in the repo → local path) to ``repo_id`` on the branch ``revision``."""
+def connect(hub_dir: Path | None = None) -> Remote:
+    """The hub to push to, refused at once when it is a network hub that does not answer (or HF_HUB_OFFLINE)."""
+    from deitctl.hub.reach import online
+
     remote = remote_for(hub_dir)
+    if remote.needs_network and not online():
+        raise HubUnreachable(f"cannot reach the hub at {remote.where} (offline, or HF_HUB_OFFLINE is set); "
+                             "push where it is reachable, or use a directory hub with --hub-dir")
+    return remote
+
+
+def push(remote: Remote, repo_id: str, files: dict[str, Path], message: str, revision: str | None = None,
+         private: bool = False) -> CommitResult:
+    """One commit of ``files`` (name in the repo → local path) to ``repo_id`` on the branch ``revision``."""
     log(f"pushing {', '.join(files)} to {repo_id}@{revision or DEFAULT_BRANCH} ({remote.where})")
     return remote.commit(repo_id, files, message, revision, private)

@@ -39,6 +39,7 @@ def load_model(
 
     ``overrides`` are extra ``timm.create_model`` arguments (e.g. ``drop_path_rate`` when fine-tuning).
     """
+    preflight(ref)
     if ref.startswith(HF_HUB):
         return _load_hub(ref.removeprefix(HF_HUB), num_classes, img_size, ema, **overrides)
     explicit_dir = ref.startswith(LOCAL_DIR)
@@ -65,6 +66,31 @@ def load_model(
     return load_timm(ref, num_classes, img_size, **overrides)
 
 
+def preflight(ref: str) -> None:
+    """Offline, a reference that needs the Hub and is not cached fails now, in a second, with the one-line error
+    its load would give after minutes of setup; online (or local) it is left to the load itself."""
+    from deitctl.hub.reach import online
+
+    if ref.startswith(LOCAL_DIR) or Path(ref).exists() or ref.endswith(PTH_SUFFIXES):
+        return
+    hub = ref.startswith(HF_HUB) or (is_repo_id(ref) and not ref.startswith((".", "/"))
+                                     and not Path(ref).parent.is_dir())  # "runs/typo": load_model says so
+    if not hub and "." not in ref:
+        return  # a timm name without weights: nothing to fetch
+    if online():
+        return
+    if hub:
+        hub_download(ref.removeprefix(HF_HUB))  # serves the cache, or raises at once
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not any(isinstance(try_to_load_from_cache(f"timm/{ref}", name), str)
+               for name in ("model.safetensors", "pytorch_model.bin")):
+        raise DeitctlError(f"could not fetch weights for '{ref}': the Hub is unreachable (or HF_HUB_OFFLINE is set) "
+                           "and they are not in the local Hub cache; download them where the Hub is reachable "
+                           "(`deitctl pull`, or run once online with the same HF_HOME) and pass the directory")
+
+
 def _load_hub(repo: str, num_classes: int | None, img_size: int | None, ema: bool, **overrides: Any) -> LoadedModel:
     loaded = load_model_dir(hub_download(repo), num_classes, img_size, ema, **overrides)
     loaded.source = repo
@@ -87,8 +113,11 @@ def load_timm(ref: str, num_classes: int | None = None, img_size: int | None = N
     if "." not in ref:
         model = build(arch, img_size=img_size, **kwargs)
     else:
+        from deitctl.hub.reach import cache_only, online
+
         try:
-            model = build(ref, pretrained=True, **overrides)
+            with cache_only(not online()):  # offline: timm serves the Hub cache or fails at once, no retries
+                model = build(ref, pretrained=True, **overrides)
         except Exception as e:  # timm raises many kinds (OSError, LocalEntryNotFoundError, RuntimeError)
             raise DeitctlError(
                 f"could not fetch weights for '{ref}' ({type(e).__name__}): the Hub is unreachable or the tag "

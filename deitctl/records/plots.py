@@ -122,3 +122,26 @@ def save_grid(pixels: Any, titles: list[str], out: Path, suptitle: str) -> Path:
     fig.suptitle(suptitle, fontsize=9)
     _save(fig, out, dpi=100)
     return out
+
+
+def plot_attention(image: Any, maps: Mapping[str, Any], out: str | Path, title: str = "") -> None:
+    """The image beside each attention map (upsampled to it, drawn over a faded copy): one row."""
+    import numpy as np
+
+    fig = _figure((2.4 * (1 + len(maps)), 2.8))
+    axes = fig.subplots(1, 1 + len(maps), squeeze=False)[0]
+    gray = image.ndim == 2 or image.shape[-1] == 1
+    picture = image[..., 0] if image.ndim == 3 and gray else image
+    axes[0].imshow(picture, cmap="gray" if gray else None, vmin=0, vmax=1)
+    axes[0].set_title("image", fontsize=8)
+    h, w = picture.shape[:2]
+    for ax, (name, heat) in zip(axes[1:], maps.items(), strict=True):
+        ax.imshow(picture, cmap="gray" if gray else None, vmin=0, vmax=1, alpha=0.35, extent=(0, w, h, 0))
+        ax.imshow(np.asarray(heat, dtype=float), cmap="inferno", alpha=0.65, vmin=0, vmax=1, extent=(0, w, h, 0),
+                  interpolation="nearest")
+        ax.set_title(name, fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    _save(fig, out, dpi=100)

@@ -83,6 +83,12 @@ class RunDir:
             raise UsageError(f"{path}: expected a mapping of recipe keys")
         return data
 
+    def taught_distillation_head(self) -> bool:
+        """False for a run that trained without a teacher: a ⚗ model's distillation head never learned, so its
+        prediction is the class head alone (not the late fusion). A directory without a recipe: True."""
+        data = self.recipe_data()
+        return not data or data.get("distillation_type", "none") != "none"
+
     def recipe(self) -> Recipe:
         """recipe.yaml validated against today's schema (what ``--resume`` continues with)."""
         from deitctl.config.loader import load_recipe

@@ -82,6 +82,13 @@ def plan_run(recipe_ref: str, opts: RunOptions) -> Plan:
         recipe = load_recipe(recipe_ref, [*opts.recipe_overrides(), "distillation_type=hard"])  # the paper's choice
     if recipe.is_distilled and not recipe.teacher:
         raise UsageError("distillation needs a teacher: pass --teacher MODEL or --set teacher=...")
+    from deitctl.data import sources
+    from deitctl.models import refs
+
+    for ref in (recipe.init_from, recipe.teacher if recipe.is_distilled else None):
+        if ref:
+            refs.preflight(ref)
+    sources.preflight(recipe.dataset)
     run = RunDir(opts.out or Path("runs") / recipe.name)
     if not _is_main_process():
         return Plan(recipe, run, opts)
