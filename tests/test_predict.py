@@ -177,3 +177,18 @@ def test_offline_commands_answer_at_once_with_one_line(tmp_path, case):
         assert res.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), (args, res.stderr)
         assert "etry" not in res.stderr and "Warning" not in res.stderr, args  # no "Retrying in 1s" chatter
     assert server.connections <= len(commands)  # at most one probe per command: no retry loop
+
+
+def test_report_shows_where_each_transformer_looks(cli, tiny_data, tmp_path):
+    from test_train import QUAD
+
+    vit = tmp_path / "vit"
+    code, _, err = cli("train", "fashion-deit-ti-distilled", "--dataset", tiny_data, "--out", vit, *QUAD,
+                       "--epochs", "1", "--batch-size", "16", "--set", "distillation_type=none")
+    assert code == 0, err
+    out = tmp_path / "rep" / "report.md"
+    code, _, err = cli("report", vit, "--out", out, "--attention-images", "3")
+    assert code == 0, err
+    png = out.with_name("report_attention.png")
+    assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 5000
+    assert "![attention rollout](report_attention.png)" in out.read_text()

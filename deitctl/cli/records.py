@@ -103,13 +103,15 @@ def report(
     runs: list[Path] = typer.Argument(..., help="Run directories."),
     out: Path = typer.Option(Path("report.md"), "--out", help="Markdown report to write."),
     dataset: str | None = typer.Option(None, "--dataset"),
+    attention_images: int = typer.Option(0, "--attention-images", help="Also show where each transformer looks "
+                                         "(attention rollout) on this many test images; loads the models."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """The paper's Table 3 and Table 4 over finished runs: markdown + JSON + curves, paired McNemar tests."""
     from deitctl.app.report import ReportRequest, run
     from deitctl.core.console import emit_json, log
 
-    result = run(ReportRequest(runs, out, dataset))
+    result = run(ReportRequest(runs, out, dataset, attention_images))
     if as_json:
         emit_json(result.document)
     else:

@@ -145,3 +145,31 @@ def plot_attention(image: Any, maps: Mapping[str, Any], out: str | Path, title: 
     if title:
         fig.suptitle(title, fontsize=8)
     _save(fig, out, dpi=100)
+
+
+def plot_attention_grid(images: Sequence[Any], columns: Mapping[str, Sequence[Any]], out: str | Path,
+                        title: str = "") -> None:
+    """Rows of test images; per column (a run and a token) the attention rollout over each image."""
+    import numpy as np
+
+    rows, cols = len(images), 1 + len(columns)
+    fig = _figure((1.9 * cols, 1.9 * rows + 0.5))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r, image in enumerate(images):
+        gray = image.shape[-1] == 1
+        picture = image[..., 0] if gray else image
+        h, w = picture.shape[:2]
+        axes[r][0].imshow(picture, cmap="gray" if gray else None, vmin=0, vmax=1)
+        for c, (name, maps) in enumerate(columns.items(), 1):
+            ax = axes[r][c]
+            ax.imshow(picture, cmap="gray" if gray else None, vmin=0, vmax=1, alpha=0.35, extent=(0, w, h, 0))
+            ax.imshow(np.asarray(maps[r], dtype=float), cmap="inferno", alpha=0.65, vmin=0, vmax=1,
+                      extent=(0, w, h, 0), interpolation="nearest")
+            if r == 0:
+                ax.set_title(name, fontsize=7)
+    axes[0][0].set_title("test image", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    _save(fig, out, dpi=100)

@@ -134,8 +134,12 @@ def pairs(decisions: dict[str, Any], labels: Any) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------- entry
-def build_report(run_dirs: Sequence[os.PathLike | str], out: Path, dataset: str | None = None) -> Report:
-    """Read the runs; write ``out`` (markdown), ``<stem>.json`` and ``<stem>_curves.png`` beside it."""
+def build_report(run_dirs: Sequence[os.PathLike | str], out: Path, dataset: str | None = None,
+                 attention: Path | None = None) -> Report:
+    """Read the runs; write ``out`` (markdown), ``<stem>.json`` and ``<stem>_curves.png`` beside it.
+
+    ``attention``: a picture of the runs' attention (``deitctl.app.report``) the markdown shows too.
+    """
     from deitctl.records.report_md import markdown_table, render_markdown
 
     if not run_dirs:
@@ -157,5 +161,10 @@ def build_report(run_dirs: Sequence[os.PathLike | str], out: Path, dataset: str 
     plot, doc_path = out.with_name(f"{out.stem}_curves.png"), out.with_suffix(".json")
     plot_curves({r.name: r.metrics for r in runs}, plot, scales={r.name: r.scale for r in runs})
     write_text(doc_path, json.dumps(document, indent=2) + "\n")
-    write_text(out, render_markdown(runs, rows, pair_rows, decisions, labels, dataset, plot.name))
-    return Report(rows, pair_rows, document, markdown_table(rows), [out, doc_path, plot])
+    markdown = render_markdown(runs, rows, pair_rows, decisions, labels, dataset, plot.name)
+    if attention is not None:
+        markdown += (f"\n## Attention\n\nAttention rollout of each transformer's class (and distillation) token "
+                     f"over the first test images: where it looks.\n\n![attention rollout]({attention.name})\n")
+    write_text(out, markdown)
+    files = [out, doc_path, plot, *([attention] if attention is not None else [])]
+    return Report(rows, pair_rows, document, markdown_table(rows), files)
