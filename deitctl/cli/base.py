@@ -30,6 +30,10 @@ state = {"debug": bool(os.environ.get("DEITCTL_DEBUG"))}
 SET_HELP = "Override a recipe key, e.g. --set lr=1e-3 --set model_args.depth=2 (repeatable)."
 JSON_HELP = "Print machine-readable JSON on stdout."
 PRECISION_HELP = "auto (bf16 where the hardware has it), fp32, bf16 or fp16."
+# options several commands take, declared once (typer copies them per command)
+IMAGE_COLUMN = typer.Option(None, "--image-column", help="Image column, if it cannot be inferred.")
+LABEL_COLUMN = typer.Option(None, "--label-column", help="Label column, if it cannot be inferred.")
+DATASET_ARG = typer.Argument(..., help="Dataset name, Hub id (org/name) or local path.")
 
 
 @app.callback()
@@ -60,8 +64,8 @@ RUN_OPTIONS: list[tuple[str, Any, Any]] = [
     ("sets", list[str], typer.Option([], "--set", help=SET_HELP)),
     ("resume", Path | None, typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint.")),
     ("overwrite", bool, typer.Option(False, "--overwrite", help="Set an existing run directory aside and start again.")),
-    ("image_column", str | None, typer.Option(None, "--image-column", help="Image column, if it cannot be inferred.")),
-    ("label_column", str | None, typer.Option(None, "--label-column", help="Label column, if it cannot be inferred.")),
+    ("image_column", str | None, IMAGE_COLUMN),
+    ("label_column", str | None, LABEL_COLUMN),
     ("precision", str | None, typer.Option(None, "--precision", help=PRECISION_HELP + " The recipe's precision key.")),
     ("no_compile", bool, typer.Option(False, "--no-compile",
                                       help="Do not torch.compile the teacher or the student (recipe keys compile, compile_student).")),

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import typer
 
-from deitctl.cli.base import JSON_HELP, PRECISION_HELP, SET_HELP, app
+from deitctl.cli.base import IMAGE_COLUMN, JSON_HELP, LABEL_COLUMN, PRECISION_HELP, SET_HELP, app
 from deitctl.core.errors import UsageError
 
 T = TypeVar("T")
@@ -42,8 +42,8 @@ def eval_(
     max_samples: int | None = typer.Option(None, "--max-samples", help="Evaluate a fixed, seeded subset."),
     per_class: bool = typer.Option(False, "--per-class", help="Also report per-class accuracy."),
     confusion: Path | None = typer.Option(None, "--confusion", help="Write a confusion-matrix PNG."),
-    image_column: str | None = typer.Option(None, "--image-column"),
-    label_column: str | None = typer.Option(None, "--label-column"),
+    image_column: str | None = IMAGE_COLUMN,
+    label_column: str | None = LABEL_COLUMN,
     num_workers: int = typer.Option(2, "--num-workers", help="DataLoader worker processes (0: decode in-process)."),
     crop_pct: float | None = typer.Option(None, "--crop-pct", help="Resize to size/crop_pct, then center crop "
                                           "(default: the model's config; the authors evaluate every model at 0.875)."),

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from deitctl.cli.base import JSON_HELP, SET_HELP, app, data_app, recipes_app
+from deitctl.cli.base import DATASET_ARG, IMAGE_COLUMN, JSON_HELP, LABEL_COLUMN, SET_HELP, app, data_app, recipes_app
 
 MAX_NAMES_SHOWN = 20  # class names printed by `data show` (all of them with --json)
 MAX_PROBLEMS_SHOWN = 50  # problems printed by `data check` (all of them with --json)
@@ -41,10 +41,10 @@ def recipes_show(
 
 @data_app.command("show")
 def data_show(
-    dataset: str = typer.Argument(..., help="Dataset name, Hub id (org/name) or local path."),
+    dataset: str = DATASET_ARG,
     split: str | None = typer.Option(None, "--split", help="Only this split."),
-    image_column: str | None = typer.Option(None, "--image-column", help="Image column, if it cannot be inferred."),
-    label_column: str | None = typer.Option(None, "--label-column", help="Label column, if it cannot be inferred."),
+    image_column: str | None = IMAGE_COLUMN,
+    label_column: str | None = LABEL_COLUMN,
     grid: Path | None = typer.Option(None, "--grid", help="Write a PNG grid of augmented training samples."),
     recipe: str = typer.Option("fashion-deit-ti", "--recipe", help="Recipe whose augmentation the grid shows."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -59,10 +59,10 @@ def data_show(
 
 @data_app.command("check")
 def data_check(
-    dataset: str = typer.Argument(..., help="Dataset name, Hub id (org/name) or local path."),
+    dataset: str = DATASET_ARG,
     split: str | None = typer.Option(None, "--split", help="Only this split (default: all)."),
-    image_column: str | None = typer.Option(None, "--image-column", help="Image column, if it cannot be inferred."),
-    label_column: str | None = typer.Option(None, "--label-column", help="Label column, if it cannot be inferred."),
+    image_column: str | None = IMAGE_COLUMN,
+    label_column: str | None = LABEL_COLUMN,
     num_workers: int = typer.Option(2, "--num-workers", help="Decoding worker processes."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
