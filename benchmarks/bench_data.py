@@ -147,6 +147,9 @@ def bench_rows(args: argparse.Namespace) -> list[tuple[str, float, float, float]
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from machine import header
+
+    print(header())
     import torch
 
     torch.set_num_threads(1)  # what DataLoader workers use; matters for --workers 0

@@ -113,6 +113,9 @@ def main() -> None:
     p.add_argument("--model", default="runs/main/fashion-deit-ti-distilled", help="trained model for the top-1 table")
     p.add_argument("--dataset", default="fashion-mnist")
     args = p.parse_args()
+    from machine import header
+
+    print(header())
     from deitctl.runtime.precision import resolve_precision
 
     precision = resolve_precision("auto", torch.device("cpu"))

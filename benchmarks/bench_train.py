@@ -140,6 +140,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--ablation", action="store_true", help="also run deitctl with each lever switched")
     args = p.parse_args()
+    from machine import header
+
+    print(header())
     from deitctl.models.factory import build as create
     from deitctl.models.inspect import count_gmacs
 

@@ -331,3 +331,82 @@ def test_randaugment_posterize_to_zero_bits_does_not_crash_with_current_pillow()
     op = next(o for o in rand_augment.ops if o.name == "PosterizeIncreasing")
     op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0  # 0 bits kept: timm's black image
     assert op(Image.new("RGB", (8, 8), (200, 100, 50))).getpixel((0, 0)) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(("mode", "shape", "pad", "rand_augment"), [
+    ("L", (28, 28), 4, None), ("L", (28, 28), 0, None), ("RGB", (32, 32, 3), 4, None), ("L", (30, 30), 2, None),
+    ("L", (28, 28), 4, "rand-m9-mstd0.5-inc1"),
+])
+def test_small_train_is_bit_identical_to_the_torchvision_ops(mode, shape, pad, rand_augment):
+    """The fast small-image path draws and computes exactly what Compose(Resize, RandomCrop, flip, ...) does."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from timm.data.auto_augment import rand_augment_transform
+    from timm.data.random_erasing import RandomErasing
+    from torchvision import transforms as T
+
+    from deitctl.data.transforms import SmallTrain
+    from deitctl.runtime.rng import seed_all
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8), mode)
+    c = 1 if mode == "L" else 3
+    mean, std = (0.3,) * c, (0.35,) * c
+    from deitctl.data.transforms import pillow_safe
+
+    ra = pillow_safe(rand_augment_transform(rand_augment, {"translate_const": 12, "img_mean": 76})) \
+        if rand_augment else None
+    erasing = RandomErasing(0.5, mode="pixel", device="cpu")
+    steps = [T.Resize(28, interpolation=T.InterpolationMode.BICUBIC), T.RandomCrop(28, padding=pad),
+             T.RandomHorizontalFlip(), *([ra] if ra else []), T.ToTensor(), T.Normalize(mean, std), erasing]
+    reference, fast = T.Compose(steps), SmallTrain(28, mean, std, ra, erasing, pad=pad)
+    differ = 0
+    for seed in range(60):
+        seed_all(seed)
+        a = reference(img)
+        seed_all(seed)
+        b = fast(img)
+        assert a.shape == b.shape == (c, 28, 28)
+        differ += not torch.equal(a, b)
+    assert differ == 0
+
+
+def test_seeded_batches_equal_seeded_samples(tiny_data):
+    """A batch read in one Arrow call gives each sample the augmentation its own seed gives it alone."""
+    import torch
+
+    from deitctl.config.loader import load_recipe
+    from deitctl.data.loaders import SeededDataset
+    from deitctl.data.transforms import train_transform
+
+    recipe = load_recipe("fashion-deit-ti", ["in_chans=1", "img_size=16"])
+    ds = SeededDataset(samples.with_transform(splits.load_split(str(tiny_data)), train_transform(recipe), 1), seed=3)
+    keys = [(1, i) for i in range(6)]
+    state = torch.get_rng_state()
+    batch = ds.__getitems__(keys)
+    assert torch.equal(state, torch.get_rng_state())  # the training RNG is left alone in the main process
+    for key, sample in zip(keys, batch, strict=True):
+        assert torch.equal(ds[key]["x"], sample["x"]) and ds[key]["y"] == sample["y"]
+    assert not torch.equal(batch[0]["x"], ds[(2, 0)]["x"])  # another epoch, another augmentation
+
+
+def test_fast_augment_off_switch_gives_the_same_images():
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from deitctl.config.loader import load_recipe
+    from deitctl.data.transforms import train_transform
+    from deitctl.runtime.rng import seed_all
+
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8), "L")
+    fast, slow = (train_transform(load_recipe("fashion-deit-ti", [f"fast_augment={on}"])) for on in ("true", "false"))
+    assert type(fast).__name__ == "SmallTrain" and type(slow).__name__ == "Compose"
+    ra = load_recipe("fashion-deit-ti", ["rand_augment=rand-m9-mstd0.5-inc1"])
+    assert any(getattr(op, "aug_fn", None).__name__ == "_posterize"  # the 0-bit Posterize fix reaches the fast path
+               for step in train_transform(ra).transforms for op in getattr(step, "ops", []))
+    for seed in range(20):
+        seed_all(seed)
+        a = fast(img)
+        seed_all(seed)
+        assert torch.equal(a, slow(img))

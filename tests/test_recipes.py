@@ -20,7 +20,7 @@ TABLE9 = {
 REQUIRED = {
     "deit-ti", "deit-s", "deit-b", "deit-ti-distilled", "deit-s-distilled", "deit-b-distilled", "deit-b-384",
     "deit-b-distilled-384", "cifar10", "cifar100", "flowers102", "stanford-cars", "inat18", "inat19",
-    "fashion-teacher", "fashion-deit-ti", "fashion-deit-ti-soft", "fashion-deit-ti-distilled",
+    "fashion-teacher", "fashion-deit-ti", "fashion-deit-ti-soft", "fashion-deit-ti-hard", "fashion-deit-ti-distilled",
 }
 
 

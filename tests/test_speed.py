@@ -172,3 +172,11 @@ def test_fused_optimizer_key(fused):
 
     opt = make_optimizer(make_tiny_model(), load_recipe("deit-ti", [f"fused_optimizer={fused}"]), 1e-3)
     assert type(opt).__name__ == "AdamW" and bool(opt.defaults.get("fused")) is fused
+
+
+def test_teacher_precision_auto_keeps_hard_labels_in_fp32():
+    from deitctl.runtime.precision import resolve_teacher_precision
+
+    assert resolve_teacher_precision("auto", "hard", "bf16") == "fp32"  # argmax flips near ties in bf16
+    assert resolve_teacher_precision("auto", "soft", "bf16") == "bf16"
+    assert resolve_teacher_precision("bf16", "hard", "fp32") == "bf16"  # an explicit choice is kept

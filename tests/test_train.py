@@ -146,7 +146,7 @@ def test_speed_flags_are_recorded_as_recipe_keys(cli, tiny_data, tmp_path):
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     assert (recipe["precision"], recipe["compile"], recipe["compile_student"]) == ("bf16", False, False)
     assert (recipe["attention"], recipe["fused_optimizer"]) == ("fused", False)
-    assert "precision bf16" in err and "speed: attention fused" in err and "fused optimizer False" in err
+    assert "precision bf16" in err and "attention fused" in err and "speed on CPU class" in err and "fused optimizer False" in err
     code, _, err = cli("train", "fashion-deit-ti", "--dataset", tiny_data, "--out", tmp_path / "bad", *QUAD,
                        "--precision", "fp8")
     assert code == 2 and "precision" in err
@@ -242,8 +242,13 @@ def test_distillation_runs_with_a_run_directory_teacher(cli, tiny_data, tmp_path
                        "--epochs", "1", "--batch-size", "16")
     assert code == 0, err
     run_eval = json.loads((out / "summary.json").read_text())["eval"]
-    assert {"top1", "top1_cls", "top1_dist"} <= set(run_eval)
+    if mode == "hard":  # DeiT⚗: both heads and their fusion
+        assert {"top1", "top1_cls", "top1_dist"} <= set(run_eval)
+    else:  # soft on the class token of a student without a distillation token: one head
+        assert "top1" in run_eval and "top1_dist" not in run_eval
     assert f"distillation {mode} from {quad_teacher}" in err
+    if mode == "hard":  # teacher_precision auto: hard labels from an fp32 teacher
+        assert "(teacher fp32)" in err
     assert "compile teacher True" in err and "torch.compile failed" not in err  # the default: a compiled teacher
 
 

@@ -8,6 +8,7 @@ preprocesses exactly as the model's DataConfig says.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -38,14 +39,19 @@ class SeededDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
-        sample_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
-        if torch.utils.data.get_worker_info() is not None:  # a worker process: its RNG is ours to set
-            seed_all(sample_seed)
-            return self.dataset[index]
-        with preserved_rng(cuda=False):  # the main process: leave the training RNG untouched
-            seed_all(sample_seed)
-            return self.dataset[index]
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
+        """A whole batch (torch's DataLoader passes one): rows read from Arrow in one call, each sample then
+        augmented under its own seed."""
+        rows = self.dataset.rows([index for _, index in keys])
+        in_worker = torch.utils.data.get_worker_info() is not None  # a worker process: its RNG is ours to set
+        with contextlib.nullcontext() if in_worker else preserved_rng(cuda=False):  # else leave the training RNG
+            out = []
+            for (epoch, index), row in zip(keys, rows, strict=True):
+                seed_all(int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]))
+                out.append(self.dataset.sample(*row))
+        return out
 
 
 class EpochSampler(Sampler):

@@ -89,14 +89,17 @@ class TransformedSplit:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.dataset[index]
-        return self._sample(index, row[self.image_column], row[self.label_column])
+        return self.sample(*self.rows([index])[0])
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        rows = self.dataset[list(indices)]
-        return [self._sample(*r) for r in zip(indices, rows[self.image_column], rows[self.label_column], strict=True)]
+        return [self.sample(*r) for r in self.rows(indices)]
 
-    def _sample(self, index: int, image: dict[str, Any], label: int) -> dict[str, Any]:
+    def rows(self, indices: Sequence[int]) -> list[tuple[int, dict[str, Any], int]]:
+        """(index, encoded image, label) for many samples, read from Arrow in one call."""
+        rows = self.dataset[list(indices)]
+        return list(zip(indices, rows[self.image_column], rows[self.label_column], strict=True))
+
+    def sample(self, index: int, image: dict[str, Any], label: int) -> dict[str, Any]:
         return {"x": self.transform(decode_image(image, self.mode, index, self.where)), "y": int(label)}
 
 

@@ -183,11 +183,29 @@ def announce(parts: Parts) -> None:
         f"{len(parts.class_names)} classes")
     log(f"processes {accel.num_processes} × micro-batch {parts.micro} × accumulation {parts.accum} = global batch "
         f"{recipe.batch_size}  |  lr {recipe.lr:g} × {recipe.batch_size}/{recipe.lr_base_batch} = "
-        f"{recipe.effective_lr:.3g}  |  precision {parts.precision}  |  distillation {recipe.distillation_type}{teacher}")
-    log(f"speed: attention {parts.attention}  |  compile teacher {recipe.compile and parts.teacher is not None}, "
-        f"student {parts.compile_student}  |  fused optimizer {recipe.fused_optimizer}  |  data workers "
+        f"{recipe.effective_lr:.3g}  |  precision {parts.precision}{teacher_precision(parts)}  |  distillation "
+        f"{recipe.distillation_type}{teacher}")
+    log(f"speed on {machine(accel.device)}: attention {parts.attention}  |  compile teacher "
+        f"{recipe.compile and parts.teacher is not None}, student {parts.compile_student}  |  fused optimizer "
+        f"{recipe.fused_optimizer}  |  fast augment {recipe.fast_augment and recipe.img_size <= 32}  |  data workers "
         f"{recipe.num_workers}" + (f"  |  resuming at epoch {state.epoch + 1} step {state.step_in_epoch}"
                                    if parts.plan.resume_from else ""))
+
+
+def teacher_precision(parts: Parts) -> str:
+    if parts.teacher is None:
+        return ""
+    from deitctl.runtime.precision import PRECISIONS, dtype_of
+
+    name = next(p for p in PRECISIONS if dtype_of(p) == parts.teacher.dtype)
+    return f" (teacher {name})"
+
+
+def machine(device: torch.device) -> str:
+    """The machine class the speed rules decided for (``runtime.hardware``)."""
+    from deitctl.runtime.hardware import cpu
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU class {cpu().kind}"
 
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:

@@ -181,7 +181,10 @@ def _teacher(recipe: Recipe, num_classes: int, device: torch.device, precision: 
 
     if not recipe.is_distilled:
         return None
+    from deitctl.runtime.precision import resolve_teacher_precision
+
     teacher = load_teacher(recipe.teacher, num_classes, recipe.in_chans, recipe.mean, recipe.std)
+    precision = resolve_teacher_precision(recipe.teacher_precision, recipe.distillation_type, precision)
     return teacher.prepare(device, precision, recipe.compile)
 
 
