@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=4000)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
-    from machine import header
+    from machine import header, ratio_table
 
     rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,12 +51,7 @@ def main() -> None:
             for name, extra in VARIANTS.items():
                 rates[name].append(run(args.teacher, args.samples, extra, Path(tmp) / "run"))
     print(header())
-    base = statistics.median(rates["levers off"])
-    print(f"| main job student (DeiT⚗ + teacher), 28 px, batch 64 | img/s (median of {args.repeats}) | vs off |")
-    print("|---|---:|---:|")
-    for name, values in rates.items():
-        print(f"| {name} | {statistics.median(values):.0f} | {statistics.median(values) / base:.2f}× |")
-
+    print(ratio_table("main job student (DeiT⚗ + teacher), 28 px, batch 64", "img/s", rates))
 
 if __name__ == "__main__":
     main()

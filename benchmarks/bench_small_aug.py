@@ -11,7 +11,6 @@ data worker competes with the training step for CPU, so this cost is paid by the
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 
@@ -22,7 +21,7 @@ def main() -> None:
     args = p.parse_args()
 
     import torch
-    from machine import header
+    from machine import header, ratio_table
     from timm.data.random_erasing import RandomErasing
     from torchvision import transforms as T
 
@@ -49,12 +48,7 @@ def main() -> None:
                 transform(img)
             times[name].append((time.perf_counter() - start) / len(images) * 1e6)
     print(header())
-    base = statistics.median(times["torchvision ops"])
-    print(f"| augmentation, 28 px, 1 thread | µs / image (median of {args.repeats}) | speed-up |")
-    print("|---|---:|---:|")
-    for name, ts in times.items():
-        print(f"| {name} | {statistics.median(ts):.1f} | {base / statistics.median(ts):.2f}× |")
-
+    print(ratio_table("augmentation, 28 px, 1 thread", "µs / image", times, lower_is_better=True))
 
 if __name__ == "__main__":
     main()

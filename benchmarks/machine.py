@@ -27,5 +27,18 @@ def header() -> str:
             f"software: {', '.join(versions)}; torch threads {torch.get_num_threads()}")
 
 
+def ratio_table(title: str, unit: str, values: dict[str, list[float]], lower_is_better: bool = False) -> str:
+    """A markdown table of each variant's median against the first variant's (the baseline)."""
+    import statistics
+
+    medians = {name: statistics.median(v) for name, v in values.items()}
+    base = next(iter(medians.values()))
+    repeats = min(len(v) for v in values.values())
+    lines = [f"| {title} | {unit} (median of {repeats}) | vs {next(iter(medians))} |", "|---|---:|---:|"]
+    for name, m in medians.items():
+        lines.append(f"| {name} | {m:.1f} | {(base / m if lower_is_better else m / base):.2f}× |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     print(header())
