@@ -1,7 +1,7 @@
 """How often a bf16 teacher's hard label differs from the fp32 teacher's, over one augmented epoch.
 
 Hard distillation trains the distillation head on the teacher's argmax, so a label that flips with the
-number format changes the student's target. deitctl casts the frozen teacher to bf16 whole; this measures,
+number format changes the student's target. A bf16 teacher is cast whole; this measures,
 on the images the student actually sees (the recipe's augmentation, Mixup/CutMix included), how many hard
 labels that changes against fp32, and the same for autocast (weights and batch norm kept in fp32).
 
@@ -64,7 +64,7 @@ def main() -> None:
           f"{recipe.cutmix}); {seen} augmented training images")
     print("| teacher precision | hard labels that differ from fp32 |")
     print("|---|---|")
-    print(f"| bf16, cast whole (deitctl's default) | {flips_cast} ({100 * flips_cast / seen:.3f} %) |")
+    print(f"| bf16, cast whole | {flips_cast} ({100 * flips_cast / seen:.3f} %) |")
     print(f"| bf16 autocast, batch norm fp32 | {flips_auto} ({100 * flips_auto / seen:.3f} %) |")
 
 

@@ -6,12 +6,12 @@
 # then `deitctl report`: Table 3 beside the paper's, exact McNemar tests against no distillation, the
 # Table 4 disagreement matrix, curves and attention maps (runs/main/report.md, runs/main/report.json).
 #
-#   bash scripts/main.sh            # quick budget: 20,000 images, ≈ 12 min on a 2-core CPU
+#   bash scripts/main.sh            # quick budget: 20,000 images, ≈ 16 min on a 2-core CPU (+ set-up)
 #   bash scripts/main.sh --full     # all 60,000 training images, longer schedules
 #
 # Environment: OUT (default runs/main, runs/main-full), SEED (default 0), SKIP_SETUP=1 (use the current
-# environment), and for smoke tests TRAIN_SAMPLES, TEACHER_EPOCHS, STUDENT_EPOCHS, EVAL_SAMPLES, EXTRA_TEACHER,
-# EXTRA_STUDENT (extra `deitctl train` arguments, split on spaces).
+# environment), CURVE_SAMPLES (test images for the per-epoch curves, 2000), and for smoke tests TRAIN_SAMPLES,
+# TEACHER_EPOCHS, STUDENT_EPOCHS, EVAL_SAMPLES, EXTRA_TEACHER, EXTRA_STUDENT (extra `deitctl train` arguments, split on spaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 full=0
@@ -66,7 +66,7 @@ train_student() {  # train_student RECIPE: the student recipe on the common imag
     "${teacher_flag[@]+"${teacher_flag[@]}"}" ${extra_student[@]+"${extra_student[@]}"}
 }
 pair() {  # pair NAME_A CMD_A NAME_B CMD_B: two small models side by side, one core each. On 2 cores this
-  # trained 1.5-1.6x more images per second than one run on both (small matmuls scale poorly across threads).
+  # stepped 1.45-1.65x more images per second than one run on both (small matmuls scale poorly across threads).
   local a=$1 ca=$2 b=$3 cb=$4
   OMP_NUM_THREADS=1 run_stage "$a" $ca > "$OUT/$a.log" 2>&1 & local pa=$!
   OMP_NUM_THREADS=1 run_stage "$b" $cb > "$OUT/$b.log" 2>&1 & local pb=$!

@@ -13,8 +13,8 @@ floating-point rounding. The recipe keys that switch them:
   attention: auto        timm's explicit attention when training on a CPU, where the fused kernel's backward
                          is slower; fused scaled-dot-product attention everywhere else
   fused_optimizer: true  AdamW's fused kernel: one pass over all parameters instead of one per tensor
-  fast_augment: true     images of <= 32 px augmented in NumPy, bit-identical to the torchvision ops and ~8x
-                         cheaper (on 2 cores the data worker took CPU from the step: 1.6-1.9x img/s)
+  fast_augment: true     images of <= 32 px augmented in NumPy, bit-identical to the torchvision ops and 2.3x
+                         cheaper per image (on 2 cores the data worker takes its CPU from the training step)
 
 Inference (``deitctl eval`` / ``bench``) uses the same rules on a model that no longer trains: it is cast to
 bf16 whole (no fp32 master weights to keep, no per-op casts) and, with ``--compile``, frozen and compiled.

@@ -17,6 +17,7 @@ import torch
 
 from deitctl.core.console import log, progress
 from deitctl.core.errors import DeitctlError
+from deitctl.data.transforms import SMALL
 from deitctl.training.parts import Parts, TrainState, setup
 from deitctl.training.plan import Plan
 from deitctl.training.schedule import lr_at
@@ -183,22 +184,13 @@ def announce(parts: Parts) -> None:
         f"{len(parts.class_names)} classes")
     log(f"processes {accel.num_processes} × micro-batch {parts.micro} × accumulation {parts.accum} = global batch "
         f"{recipe.batch_size}  |  lr {recipe.lr:g} × {recipe.batch_size}/{recipe.lr_base_batch} = "
-        f"{recipe.effective_lr:.3g}  |  precision {parts.precision}{teacher_precision(parts)}  |  distillation "
+        f"{recipe.effective_lr:.3g}  |  precision {parts.precision}{f' (teacher {parts.teacher.precision})' if parts.teacher else ''}  |  distillation "
         f"{recipe.distillation_type}{teacher}")
     log(f"speed on {machine(accel.device)}: attention {parts.attention}  |  compile teacher "
         f"{recipe.compile and parts.teacher is not None}, student {parts.compile_student}  |  fused optimizer "
-        f"{recipe.fused_optimizer}  |  fast augment {recipe.fast_augment and recipe.img_size <= 32}  |  data workers "
+        f"{recipe.fused_optimizer}  |  fast augment {recipe.fast_augment and recipe.img_size <= SMALL}  |  data workers "
         f"{recipe.num_workers}" + (f"  |  resuming at epoch {state.epoch + 1} step {state.step_in_epoch}"
                                    if parts.plan.resume_from else ""))
-
-
-def teacher_precision(parts: Parts) -> str:
-    if parts.teacher is None:
-        return ""
-    from deitctl.runtime.precision import PRECISIONS, dtype_of
-
-    name = next(p for p in PRECISIONS if dtype_of(p) == parts.teacher.dtype)
-    return f" (teacher {name})"
 
 
 def machine(device: torch.device) -> str:
