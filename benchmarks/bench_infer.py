@@ -11,6 +11,10 @@ runs), and the variants take turns, --repeats times, so drifting machine load hi
   ONNX Runtime fp32         deitctl export --format onnx (portable opset 18)
   ONNX Runtime int8         deitctl export --format onnx --quantize int8
 
+With --candidates, also the levers evaluated and not kept (docs/performance.md):
+  bf16 compiled max-autotune   inductor's autotuned CPP GEMM templates, weights frozen in
+  torch dynamic int8           torch.ao.quantization.quantize_dynamic of every nn.Linear (fbgemm, VNNI)
+
 Accuracy: `deitctl eval` of a trained model (default: the main job's distilled Fashion-MNIST student) on
 the whole test split, for each variant, with the change in top-1 against fp32.
 
@@ -32,7 +36,21 @@ from pathlib import Path
 import torch
 
 
-def speed_variants(tmp: Path, precision: str) -> dict:
+def candidate_variants(model: torch.nn.Module, example: torch.Tensor) -> dict:
+    """Levers measured and not kept: inductor max-autotune (bf16, frozen) and torch's dynamic int8."""
+    from torch._inductor import config
+
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    tuned = torch.compile(bf16, mode="max-autotune")
+    with torch.inference_mode(), config.patch(freezing=True):
+        tuned(example.to(torch.bfloat16))  # compile and autotune now, not inside the timing
+    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    none = contextlib.nullcontext
+    return {"bf16 compiled max-autotune (not kept)": (lambda x: tuned(x.to(torch.bfloat16)), none),
+            "torch dynamic int8 (not kept)": (int8, none)}
+
+
+def speed_variants(tmp: Path, precision: str, candidate_example: torch.Tensor | None = None) -> dict:
     """name → (forward callable, autocast context factory), all on the same DeiT-Ti weights."""
     import timm
 
@@ -50,7 +68,7 @@ def speed_variants(tmp: Path, precision: str) -> dict:
         export_model(ExportRequest(str(tmp / "deit-ti"), "onnx", tmp / name, quantize=quantize))
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     none = contextlib.nullcontext
-    return {
+    variants = {
         "eager fp32 timm (baseline)": (model, none),
         "bf16 autocast (reference)": (model, autocast),
         f"deitctl eval (default: {precision})": (Predictor(copy.deepcopy(model), precision, cpu), none),
@@ -58,13 +76,16 @@ def speed_variants(tmp: Path, precision: str) -> dict:
         "ONNX Runtime fp32 (export)": (load_model(str(tmp / "onnx-fp32")).model, none),
         "ONNX Runtime int8 (export --quantize int8)": (load_model(str(tmp / "onnx-int8")).model, none),
     }
+    if candidate_example is None:
+        return variants
+    return {**variants, **candidate_variants(model, candidate_example)}
 
 
 def measure_speed(args: argparse.Namespace, tmp: Path, precision: str) -> None:
     from deitctl.evaluation.timing import time_forward
 
-    variants = speed_variants(tmp, precision)
     x = torch.randn(args.batch_size, 3, 224, 224)
+    variants = speed_variants(tmp, precision, x if args.candidates else None)
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, (forward, amp) in variants.items():
@@ -112,6 +133,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--model", default="runs/main/fashion-deit-ti-distilled", help="trained model for the top-1 table")
     p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--candidates", action="store_true", help="also time the levers evaluated and not kept")
     args = p.parse_args()
     from machine import header
 

@@ -1,57 +1,86 @@
-"""The main job's training speed, levers on against levers off, side by side in one run.
+"""The main job's training speed: every lever off, the defaults, and each lever switched alone, side by side.
 
 Trains the main job's DeiT⚗ student (`fashion-deit-ti-distilled`, hard distillation from a teacher run)
-for one epoch on a seeded subset of Fashion-MNIST, through `deitctl train` itself, alternating the
-variants ``--repeats`` times so drifting machine load hits them alike, and prints the median training
-img/s (summary.json's ``train_img_per_s``) of each and its ratio to "levers off":
+for one epoch on a seeded subset of Fashion-MNIST, through `deitctl train` itself, and prints the median
+training img/s (summary.json's ``train_img_per_s``) of each variant and its ratio to "levers off". Runs
+go two at a time, one thread each — as `scripts/main.sh` trains its small models — and the pairs rotate
+every repeat, so neither drifting load nor a partner favours one variant:
 
-  levers off         fp32, torchvision augmentation ops, nothing compiled, foreach AdamW, fused SDPA
-  defaults           what `deitctl train` chooses on this machine (printed in its `speed on …` line)
-  + compiled student what the main job's 4,680-step runs also get (compilation happens before the timing)
+  levers off            fp32, torchvision augmentation ops, nothing compiled, foreach AdamW, fused SDPA
+  main-job defaults     what `deitctl train` chooses here, with the student compiled as in the main job's
+                        4,680-step runs (compilation happens before the timing)
+  … <lever> off         the defaults with that one lever switched back
 
-    .venv/bin/python benchmarks/bench_main_job.py runs/main/fashion-teacher [--samples 4000] [--repeats 5]
+    .venv/bin/python benchmarks/bench_main_job.py runs/main/fashion-teacher [--samples 3000] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+OFF = {  # the switch that turns each lever off
+    "bf16 (→ --precision fp32)": ["--precision", "fp32"],
+    "compiled student (→ eager)": ["--set", "compile_student=false"],
+    "teacher compile rule (→ compile=false)": ["--set", "compile=false"],
+    "math attention (→ fused SDPA)": ["--set", "attention=fused"],
+    "fast augment (→ torchvision ops)": ["--set", "fast_augment=false"],
+    "fused AdamW (→ foreach)": ["--set", "fused_optimizer=false"],
+}
+MAIN_JOB = ["--set", "compile_student=true"]  # auto compiles runs of >= 2,000 steps; this epoch is shorter
 VARIANTS = {
     "levers off": ["--precision", "fp32", "--no-compile", "--set", "fast_augment=false", "--set",
                    "fused_optimizer=false", "--set", "attention=fused", "--set", "teacher_precision=fp32"],
-    "defaults": [],
-    "defaults + compiled student (auto: runs of >= 2,000 steps, as the main job's)": ["--set", "compile_student=true"],
+    "main-job defaults": MAIN_JOB,
+    **{f"… {name} off": [*MAIN_JOB, *switch] for name, switch in OFF.items()},
 }
 
 
-def run(teacher: str, samples: int, extra: list[str], out: Path) -> float:
+def start(teacher: str, samples: int, extra: list[str], out: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "deitctl.cli", "train", "fashion-deit-ti-distilled", "--teacher", teacher,
            "--out", str(out), "--overwrite", "--epochs", "1", "--max-train-samples", str(samples),
            "--max-eval-samples", "64", "--set", "warmup_epochs=0", *extra]
-    subprocess.run(cmd, check=True, capture_output=True)
-    return json.loads((out / "summary.json").read_text())["train_img_per_s"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def run_pair(teacher: str, samples: int, names: list[str], tmp: Path) -> dict[str, float]:
+    procs = {name: start(teacher, samples, VARIANTS[name], tmp / f"run{i}") for i, name in enumerate(names)}
+    rates = {}
+    for i, (name, proc) in enumerate(procs.items()):
+        _, err = proc.communicate()
+        if proc.returncode:
+            raise SystemExit(f"{name} failed:\n{err.decode()[-2000:]}")
+        rates[name] = json.loads((tmp / f"run{i}" / "summary.json").read_text())["train_img_per_s"]
+    return rates
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("teacher", help="the main job's teacher run (runs/main/fashion-teacher)")
-    p.add_argument("--samples", type=int, default=4000)
+    p.add_argument("--samples", type=int, default=3000)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     from machine import header, ratio_table
 
     rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    names = list(VARIANTS)
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeats):
-            for name, extra in VARIANTS.items():
-                rates[name].append(run(args.teacher, args.samples, extra, Path(tmp) / "run"))
+        for r in range(args.repeats):
+            order = names[r % len(names):] + names[:r % len(names)]  # rotate the partners every repeat
+            for i in range(0, len(order), 2):
+                for name, rate in run_pair(args.teacher, args.samples, order[i:i + 2], Path(tmp)).items():
+                    rates[name].append(rate)
     print(header())
-    print(ratio_table("main job student (DeiT⚗ + teacher), 28 px, batch 64", "img/s", rates))
+    print(ratio_table("main-job student (DeiT⚗ + fp32 teacher), 28 px, batch 64, two runs side by side at one "
+                      "thread each", "img/s", rates))
+    print("runs: " + "; ".join(f"{k} " + ", ".join(f"{v:.0f}" for v in vs) for k, vs in rates.items()))
+
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,7 @@
 # then `deitctl report`: Table 3 beside the paper's, exact McNemar tests against no distillation, the
 # Table 4 disagreement matrix, curves and attention maps (runs/main/report.md, runs/main/report.json).
 #
-#   bash scripts/main.sh            # quick budget: 20,000 images, ≈ 16 min on a 2-core CPU (+ set-up)
+#   bash scripts/main.sh            # quick budget: 20,000 images, ≈ 15 min on a 2-core CPU (+ set-up)
 #   bash scripts/main.sh --full     # all 60,000 training images, longer schedules
 #
 # Environment: OUT (default runs/main, runs/main-full), SEED (default 0), SKIP_SETUP=1 (use the current
@@ -31,7 +31,7 @@ if [ $full = 1 ]; then
   samples="${TRAIN_SAMPLES:-60000}"; teacher_epochs="${TEACHER_EPOCHS:-15}"; student_epochs="${STUDENT_EPOCHS:-20}"
 else
   OUT="${OUT:-runs/main}"
-  samples="${TRAIN_SAMPLES:-20000}"; teacher_epochs="${TEACHER_EPOCHS:-10}"; student_epochs="${STUDENT_EPOCHS:-15}"
+  samples="${TRAIN_SAMPLES:-20000}"; teacher_epochs="${TEACHER_EPOCHS:-12}"; student_epochs="${STUDENT_EPOCHS:-15}"
 fi
 # The same images for every model (a seeded subset), the same schedule and seed for every student.
 # Per-epoch curves on 2,000 test images (fast); the reported figures are `deitctl eval` on all 10,000.

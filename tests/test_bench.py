@@ -22,6 +22,8 @@ def test_rows_for_each_batch_size_and_precision(cli, tiny_model_dir):
 
     rows = bench_json(cli, tiny_model_dir, "--batch-sizes", "1,4", "--precision", "fp32,bf16", "--repeats", "2")
     assert [(r["batch_size"], r["precision"]) for r in rows] == [(1, "fp32"), (4, "fp32"), (1, "bf16"), (4, "bf16")]
+    from deitctl.runtime.hardware import cpu
+
     model = make_tiny_model()
     for r in rows:
         assert ROW_KEYS <= set(r)
@@ -31,6 +33,7 @@ def test_rows_for_each_batch_size_and_precision(cli, tiny_model_dir):
         assert r["params"] == count_params(model)
         assert r["gmacs"] == pytest.approx(count_gmacs(model), abs=1e-3)
         assert r["device"].startswith("cpu") and r["compile"] is False and r["img_size"] == 16
+        assert r["device"].split()[1] == cpu().kind  # the machine class the speed rules key on
 
 
 def test_recipe_and_timm_name(cli):

@@ -180,3 +180,24 @@ def test_teacher_precision_auto_keeps_hard_labels_in_fp32():
     assert resolve_teacher_precision("auto", "hard", "bf16") == "fp32"  # argmax flips near ties in bf16
     assert resolve_teacher_precision("auto", "soft", "bf16") == "bf16"
     assert resolve_teacher_precision("bf16", "hard", "fp32") == "bf16"  # an explicit choice is kept
+
+
+@pytest.mark.parametrize("kind, bf16, fp32_teacher_compiled", [
+    ("amx", True, True), ("avx512-bf16", True, True), ("avx512", False, False), ("avx2", False, False)])
+def test_rules_follow_the_cpu_features_not_torchs_check(monkeypatch, kind, bf16, fp32_teacher_compiled):
+    """AVX-512 without bf16 instructions: torch's mkldnn check says bf16, but it is emulated there → fp32."""
+    from deitctl.runtime import hardware
+    from deitctl.runtime.precision import resolve_precision
+    from deitctl.runtime.rules import describe, resolve_compile_frozen
+
+    flags = {"amx": dict(amx=True, avx512_bf16=True), "avx512-bf16": dict(amx=False, avx512_bf16=True),
+             "avx512": dict(amx=False, avx512_bf16=False), "avx2": dict(amx=False, avx512_bf16=False, avx512=False)}
+    fake = hardware.Cpu(model="test", vnni=True, avx2=True, threads=2, **{"avx512": True, **flags[kind]})
+    monkeypatch.setattr(hardware, "cpu", lambda: fake)
+    cpu = torch.device("cpu")
+    assert fake.kind == kind
+    assert resolve_precision("auto", cpu) == ("bf16" if bf16 else "fp32")
+    assert resolve_compile_frozen("auto", "fp32", cpu) is fp32_teacher_compiled
+    assert resolve_compile_frozen("auto", "bf16", cpu) is bf16  # measured faster compiled on both bf16 classes
+    assert resolve_compile_frozen(True, "fp32", cpu) is True and resolve_compile_frozen(False, "bf16", cpu) is False
+    assert describe(cpu).startswith(f"CPU class {kind} (rules ")

@@ -111,6 +111,8 @@ def run(req: BenchRequest) -> list[dict[str, Any]]:
 def _device_name(device: torch.device) -> str:
     import torch
 
+    from deitctl.runtime.hardware import cpu
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return f"cpu {cpu().kind} ({torch.get_num_threads()} threads)"  # the class the speed rules key on

@@ -84,7 +84,7 @@ class Recipe(BaseModel):
     eval_every: int = Field(1, ge=0)  # epochs between evaluations; 0 = only at the end
 
     # speed levers (deitctl/speed.py): none changes what is computed beyond rounding; each can be turned off
-    compile: bool = True  # torch.compile the frozen teacher (weights folded in)
+    compile: bool | Literal["auto"] = "auto"  # the frozen teacher, weights folded in; auto: runtime.rules
     compile_student: bool | Literal["auto"] = "auto"  # auto: runs of >= 2,000 optimizer steps
     attention: Literal["auto", "fused", "math"] = "auto"  # auto: math when training on a CPU, fused elsewhere
     fused_optimizer: bool = True  # AdamW's fused kernel

@@ -10,11 +10,14 @@ if TYPE_CHECKING:
 
 
 def resolve_attention(setting: str, device: torch.device) -> str:
-    """``auto`` → ``math`` when training on a CPU: there the fused kernel's backward took 1.35× longer
-    per DeiT-Ti step than plain q·kᵀ → softmax → ·v (benchmarks/bench_train.py); ``fused`` elsewhere."""
+    """``auto`` → the training attention of this machine class (``runtime.rules``): ``math`` on CPUs, whose
+    fused kernel's backward took 1.35× longer per DeiT-Ti step than plain q·kᵀ → softmax → ·v
+    (benchmarks/bench_train.py), ``fused`` on GPUs."""
     if setting != "auto":
         return setting
-    return "math" if device.type == "cpu" else "fused"
+    from deitctl.runtime.rules import rules_for
+
+    return rules_for(device).train_attention
 
 
 def set_attention(model: nn.Module, kind: str) -> None:

@@ -1,7 +1,7 @@
 """Which number format a model runs in, decided by what the hardware computes natively.
 
-``auto`` means bf16 where the hardware has it (CPU AMX / AVX512-BF16, GPU Ampere+), else fp16 on a
-GPU and fp32 on a CPU. Training autocasts the student; a model that will not train again (a teacher,
+``auto`` means bf16 where the hardware has it (CPU AMX / AVX512-BF16, GPU Ampere+: ``runtime.rules``),
+else fp16 on a GPU and fp32 on a CPU. Training autocasts the student; a model that will not train again (a teacher,
 an evaluated model) is cast whole, which ran 1.4× faster than autocast for DeiT-Ti on a CPU.
 """
 
@@ -20,12 +20,16 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def native_bf16(device: torch.device) -> bool:
-    """True where bf16 matmuls run in hardware (else bf16 is emulated and slower than fp32)."""
+    """True where bf16 arithmetic runs in hardware: a GPU of compute capability 8.0+, a CPU with AMX or
+    AVX512-BF16 (``runtime.rules``). torch's own check (``mkldnn._is_mkldnn_bf16_supported``) also says
+    yes on AVX-512 CPUs without bf16 instructions, where oneDNN emulates bf16 slower than fp32."""
     import torch
+
+    from deitctl.runtime.rules import rules_for
 
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return rules_for(device).bf16
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

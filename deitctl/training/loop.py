@@ -186,18 +186,14 @@ def announce(parts: Parts) -> None:
         f"{recipe.batch_size}  |  lr {recipe.lr:g} × {recipe.batch_size}/{recipe.lr_base_batch} = "
         f"{recipe.effective_lr:.3g}  |  precision {parts.precision}{f' (teacher {parts.teacher.precision})' if parts.teacher else ''}  |  distillation "
         f"{recipe.distillation_type}{teacher}")
-    log(f"speed on {machine(accel.device)}: attention {parts.attention}  |  compile teacher "
-        f"{recipe.compile and parts.teacher is not None}, student {parts.compile_student}  |  fused optimizer "
-        f"{recipe.fused_optimizer}  |  fast augment {recipe.fast_augment and recipe.img_size <= SMALL}  |  data workers "
-        f"{recipe.num_workers}" + (f"  |  resuming at epoch {state.epoch + 1} step {state.step_in_epoch}"
-                                   if parts.plan.resume_from else ""))
+    from deitctl.runtime.rules import describe
 
-
-def machine(device: torch.device) -> str:
-    """The machine class the speed rules decided for (``runtime.hardware``)."""
-    from deitctl.runtime.hardware import cpu
-
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU class {cpu().kind}"
+    on = lambda flag: "on" if flag else "off"  # noqa: E731
+    compiled = f"{on(parts.teacher.compiled)} ({parts.teacher.precision})" if parts.teacher is not None else "—"
+    log(f"speed on {describe(accel.device)}: attention {parts.attention}  |  compile teacher {compiled}, student "
+        f"{on(parts.compile_student)} ({parts.total_steps} steps)  |  fused optimizer {on(recipe.fused_optimizer)}  |  "
+        f"fast augment {on(recipe.fast_augment and recipe.img_size <= SMALL)}  |  data workers {recipe.num_workers}"
+        + (f"  |  resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if parts.plan.resume_from else ""))
 
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:

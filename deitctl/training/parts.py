@@ -182,10 +182,11 @@ def _teacher(recipe: Recipe, num_classes: int, device: torch.device, precision: 
     if not recipe.is_distilled:
         return None
     from deitctl.runtime.precision import resolve_teacher_precision
+    from deitctl.runtime.rules import resolve_compile_frozen
 
     teacher = load_teacher(recipe.teacher, num_classes, recipe.in_chans, recipe.mean, recipe.std)
     precision = resolve_teacher_precision(recipe.teacher_precision, recipe.distillation_type, precision)
-    return teacher.prepare(device, precision, recipe.compile)
+    return teacher.prepare(device, precision, resolve_compile_frozen(recipe.compile, precision, device))
 
 
 def _resume(parts: Parts) -> None:
@@ -208,8 +209,9 @@ def _warm_up(parts: Parts) -> None:
 
     recipe, accel = parts.recipe, parts.accel
     example = torch.zeros(parts.micro, recipe.in_chans, recipe.img_size, recipe.img_size, device=accel.device)
-    if parts.teacher is not None and recipe.compile:
-        first_call(parts.teacher.model, lambda: parts.teacher(example), "teacher", frozen=True)
+    if parts.teacher is not None and parts.teacher.compiled:
+        parts.teacher.compiled = first_call(parts.teacher.model, lambda: parts.teacher(example), "teacher",
+                                            frozen=True)
     if parts.compile_student:
         first_call(accel.unwrap_model(parts.model), lambda: warm_up_step(parts.model, parts.optimizer, example, accel),
                    "student")

@@ -38,7 +38,7 @@ class Teacher(nn.Module):
         self.register_buffer("scale", ss / ts, persistent=False)
         self.register_buffer("shift", (sm - tm) / ts, persistent=False)
 
-        self.precision, self.dtype = "fp32", torch.float32
+        self.precision, self.dtype, self.compiled = "fp32", torch.float32, False
 
     def train(self, mode: bool = True) -> Teacher:  # the teacher stays in eval mode, always
         return super().train(False)
@@ -49,7 +49,7 @@ class Teacher(nn.Module):
         from deitctl.runtime.compile import compile_in_place
         from deitctl.runtime.precision import dtype_of
 
-        self.precision, self.dtype = precision, dtype_of(precision)
+        self.precision, self.dtype, self.compiled = precision, dtype_of(precision), compile_model
         self.to(device)
         self.model.to(dtype=self.dtype, memory_format=torch.channels_last)
         if compile_model:
