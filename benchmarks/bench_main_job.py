@@ -66,7 +66,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=3000)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
-    from machine import header, ratio_table
+    from machine import header, ratio_table, runs_line
 
     rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
     names = list(VARIANTS)
@@ -79,7 +79,7 @@ def main() -> None:
     print(header())
     print(ratio_table("main-job student (DeiT⚗ + fp32 teacher), 28 px, batch 64, two runs side by side at one "
                       "thread each", "img/s", rates))
-    print("runs: " + "; ".join(f"{k} " + ", ".join(f"{v:.0f}" for v in vs) for k, vs in rates.items()))
+    print(runs_line(rates))
 
 
 if __name__ == "__main__":

@@ -40,5 +40,10 @@ def ratio_table(title: str, unit: str, values: dict[str, list[float]], lower_is_
     return "\n".join(lines)
 
 
+def runs_line(values: dict[str, list[float]]) -> str:
+    """Every run of every variant, under its table: how far apart the repeats were."""
+    return "runs: " + "; ".join(f"{name} " + ", ".join(f"{v:.0f}" for v in vs) for name, vs in values.items())
+
+
 if __name__ == "__main__":
     print(header())

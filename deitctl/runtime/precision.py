@@ -1,8 +1,8 @@
 """Which number format a model runs in, decided by what the hardware computes natively.
 
 ``auto`` means bf16 where the hardware has it (CPU AMX / AVX512-BF16, GPU Ampere+: ``runtime.rules``),
-else fp16 on a GPU and fp32 on a CPU. Training autocasts the student; a model that will not train again (a teacher,
-an evaluated model) is cast whole, which ran 1.4× faster than autocast for DeiT-Ti on a CPU.
+else fp16 on a GPU and fp32 on a CPU. Training autocasts the student; a model that will not train again
+(a teacher, an evaluated model) is cast whole, which ran 1.4× faster than autocast for DeiT-Ti on a CPU.
 """
 
 from __future__ import annotations
