@@ -8,12 +8,14 @@ runs), and the variants take turns, --repeats times, so drifting machine load hi
   bf16 autocast             the usual mixed-precision way, for reference
   deitctl eval (default)    --precision auto: the model cast to bf16 where the hardware has it
   deitctl eval --compile    the same, compiled by inductor with the weights frozen in
+  deitctl eval --precision int8   static int8 (torchao's X86 quantizer, VNNI), compiled; other ops fp32
   ONNX Runtime fp32         deitctl export --format onnx (portable opset 18)
   ONNX Runtime int8         deitctl export --format onnx --quantize int8
 
 With --candidates, also the levers evaluated and not kept (docs/performance.md):
   bf16 compiled max-autotune   inductor's autotuned CPP GEMM templates, weights frozen in
   torch dynamic int8           torch.ao.quantization.quantize_dynamic of every nn.Linear (fbgemm, VNNI)
+  static int8, other ops bf16  deitctl's int8 with bf16 autocast around what stays unquantized
 
 Accuracy: `deitctl eval` of a trained model (default: the main job's distilled Fashion-MNIST student) on
 the whole test split, for each variant, with the change in top-1 against fp32.
@@ -37,7 +39,8 @@ import torch
 
 
 def candidate_variants(model: torch.nn.Module, example: torch.Tensor) -> dict:
-    """Levers measured and not kept: inductor max-autotune (bf16, frozen) and torch's dynamic int8."""
+    """Levers measured and not kept: inductor max-autotune (bf16, frozen), torch's dynamic int8, static int8
+    with the unquantized ops under bf16 autocast."""
     from torch._inductor import config
 
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
@@ -45,9 +48,16 @@ def candidate_variants(model: torch.nn.Module, example: torch.Tensor) -> dict:
     with torch.inference_mode(), config.patch(freezing=True):
         tuned(example.to(torch.bfloat16))  # compile and autotune now, not inside the timing
     int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    from deitctl.runtime.quantize import quantize_int8
+
+    static = torch.compile(quantize_int8(copy.deepcopy(model), example, [example]))
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    with torch.inference_mode(), config.patch(freezing=True, cpp_wrapper=True), autocast():
+        static(example)
     none = contextlib.nullcontext
     return {"bf16 compiled max-autotune (not kept)": (lambda x: tuned(x.to(torch.bfloat16)), none),
-            "torch dynamic int8 (not kept)": (int8, none)}
+            "torch dynamic int8 (not kept)": (int8, none),
+            "static int8, other ops bf16 autocast (not kept)": (static, autocast)}
 
 
 def speed_variants(tmp: Path, precision: str, candidate_example: torch.Tensor | None = None) -> dict:
@@ -73,6 +83,7 @@ def speed_variants(tmp: Path, precision: str, candidate_example: torch.Tensor | 
         "bf16 autocast (reference)": (model, autocast),
         f"deitctl eval (default: {precision})": (Predictor(copy.deepcopy(model), precision, cpu), none),
         f"deitctl eval --compile ({precision})": (Predictor(copy.deepcopy(model), precision, cpu, True), none),
+        "deitctl eval --precision int8": (Predictor(copy.deepcopy(model), "int8", cpu), none),
         "ONNX Runtime fp32 (export)": (load_model(str(tmp / "onnx-fp32")).model, none),
         "ONNX Runtime int8 (export --quantize int8)": (load_model(str(tmp / "onnx-int8")).model, none),
     }
@@ -114,6 +125,7 @@ def measure_accuracy(args: argparse.Namespace, tmp: Path, precision: str) -> Non
         "fp32 (PyTorch)": (args.model, "fp32", False),
         f"default ({precision})": (args.model, "auto", False),
         f"--compile ({precision})": (args.model, "auto", True),
+        "--precision int8 (calibrated on 256 training images)": (args.model, "int8", False),
         "ONNX Runtime fp32": (str(tmp / "fm-onnx-fp32"), "auto", False),
         "ONNX Runtime int8": (str(tmp / "fm-onnx-int8"), "auto", False),
     }

@@ -2,7 +2,8 @@
 
 Throughput is images per second of the eval-mode forward pass under ``inference_mode``, run exactly
 as ``deitctl eval`` runs it (``runtime.predictor.Predictor``: bf16/fp16 rows cast the model whole;
-``--compile`` compiles it with frozen weights), timed by ``deitctl.evaluation.timing``.
+``--compile`` compiles it with frozen weights; int8 quantizes and compiles it, calibrated on the random
+inputs — a speed figure, not an accuracy one), timed by ``deitctl.evaluation.timing``.
 """
 
 from __future__ import annotations
@@ -69,14 +70,17 @@ def run(req: BenchRequest) -> list[dict[str, Any]]:
     from deitctl.models.inspect import count_gmacs, count_params, input_size
     from deitctl.runtime.precision import autocast
     from deitctl.runtime.predictor import Predictor
+    from deitctl.runtime.quantize import check_int8
 
     if req.repeats < 1:
         raise UsageError(f"--repeats must be at least 1 (got {req.repeats})")
     if any(b < 1 for b in req.batch_sizes):
         raise UsageError(f"--batch-sizes must be positive (got {', '.join(map(str, req.batch_sizes))})")
     dev = torch.device(req.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    for p in req.precisions or ():  # refuse fp16-on-CPU and typos before any slow work
+    for p in req.precisions or ():  # refuse fp16-on-CPU, int8 without torchao and typos before any slow work
         autocast(p, dev)
+        if p == "int8":
+            check_int8(dev)
     loaded = load_for_bench(req.model, req.img_size)
     default = ["fp32", "bf16"] if loaded.runtime == "torch" else ["fp32"]
     precisions = [loaded.check_runtime(p, req.compile_model) for p in req.precisions or default]
@@ -104,7 +108,8 @@ def run(req: BenchRequest) -> list[dict[str, Any]]:
             with PeakMemory(dev) as peak, torch.inference_mode():  # its own pass: the sampler would slow the timing
                 forward(x)
             rows.append({"batch_size": batch, "precision": precision, "img_per_s": round(batch / seconds, 2),
-                         "ms_per_batch": round(seconds * 1e3, 3), "peak_mem_mb": round(peak.mib, 1), **common})
+                         "ms_per_batch": round(seconds * 1e3, 3), "peak_mem_mb": round(peak.mib, 1), **common,
+                         "compile": forward.compiled})  # int8 always compiles
     return rows
 
 

@@ -2,7 +2,8 @@
 
 Runs under ``accelerate launch`` / ``torchrun`` too (each process evaluates a shard); only the main
 process gets the result, the others get None. ``precision="auto"`` is bf16 where the hardware
-computes it natively (top-1 within 0.1 point of fp32: docs/performance.md), else fp32.
+computes it natively (top-1 within 0.1 point of fp32: docs/performance.md), else fp32. ``int8``
+(CPU) quantizes the model, calibrated on images of the training split, not on the images it scores.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from deitctl.core.errors import UsageError
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
+CALIBRATION_IMAGES = 256  # int8's activation ranges: a seeded sample of the training split (runtime.quantize)
 # named datasets whose labelled held-out split is not called "test" (ImageNet's "test" has no labels)
 _DEFAULT_SPLIT = {"imagenet-1k": "validation", "inat18": "validation", "inat19": "validation"}
 
@@ -43,7 +45,8 @@ class EvalRequest:
 
 def run(req: EvalRequest) -> dict[str, Any] | None:
     from deitctl.core.console import log
-    from deitctl.data.splits import load_split
+    from deitctl.data.sources import open_dataset
+    from deitctl.data.splits import label_split
     from deitctl.models.refs import load_model
     from deitctl.records.plots import plot_confusion
     from deitctl.records.rundir import RunDir
@@ -63,7 +66,8 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     import torch
 
     precision = loaded.check_runtime(req.precision, req.compile_model)
-    data = load_split(dataset, split, req.image_column, req.label_column)
+    opened = open_dataset(dataset)
+    data = label_split(opened, split, req.image_column, req.label_column)
     if loaded.num_classes != data.num_classes:
         raise UsageError(
             f"model {req.model} has {loaded.num_classes} classes but dataset '{dataset}' has {data.num_classes}; "
@@ -89,7 +93,17 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     else:
         model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(precision, device_of(model))
-    metrics = evaluate(model, loader, accelerator, precision, data.num_classes,
+    calibration = None
+    if precision == "int8":
+        calib = label_split(opened, "train" if "train" in opened.splits else split, req.image_column, req.label_column)
+        calibration = (x for x, _ in build_eval_loader(calib, config, req.batch_size, 0, CALIBRATION_IMAGES))
+        if calib.split == split:
+            log(f"[yellow]note:[/] dataset '{dataset}' has no train split: int8 calibrates on {CALIBRATION_IMAGES} "
+                f"images of '{split}', the split it scores")
+        else:
+            log(f"int8: the calibration images are {min(CALIBRATION_IMAGES, len(calib))} of '{dataset}' split "
+                f"'{calib.split}' (a seeded sample), not the '{split}' images scored")
+    metrics = evaluate(model, loader, accelerator, precision, data.num_classes, calibration=calibration,
                        per_class=req.per_class or req.confusion_png is not None, show_progress=True, frozen=True,
                        compile_model=req.compile_model, predictions=req.save,
                        fuse=not Path(req.model).is_dir() or RunDir(Path(req.model)).taught_distillation_head())
@@ -99,7 +113,7 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     matrix = metrics.pop("confusion", None)
     correct, total = metrics.pop("per_class_correct", None), metrics.pop("per_class_total", None)
     result = {"model": req.model, "dataset": dataset, "split": split, **metrics, "precision": precision,
-              "ema": req.ema, "compile": req.compile_model, "runtime": loaded.runtime, "crop_pct": config.crop_pct}
+              "ema": req.ema, "compile": req.compile_model or precision == "int8", "runtime": loaded.runtime, "crop_pct": config.crop_pct}
     if req.per_class and correct is not None:
         result["per_class"] = {name: (100.0 * c / t if t else None)
                                for name, c, t in zip(data.class_names, correct, total, strict=True)}

@@ -62,6 +62,10 @@ def run(req: PredictRequest) -> dict[str, Any]:
         if req.attention.exists() and not req.overwrite:
             raise UsageError(f"{req.attention} already exists; choose another --attention directory or pass --overwrite")
     precision = loaded.check_runtime(req.precision, False)
+    if precision == "int8":  # static int8 needs calibration images that are not the ones predicted
+        raise UsageError("--precision int8 is for deitctl eval and bench (it calibrates on training images); "
+                         "predict with auto, bf16 or fp32, or export an int8 ONNX model (deitctl export "
+                         "--format onnx --quantize int8) and predict with that")
     device = torch.device("cuda" if torch.cuda.is_available() and loaded.runtime == "torch" else "cpu")
     precision = resolve_precision(precision, device)
     fuse = not (loaded.path and not _taught(loaded.path))

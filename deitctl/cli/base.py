@@ -29,7 +29,8 @@ state = {"debug": bool(os.environ.get("DEITCTL_DEBUG"))}
 
 SET_HELP = "Override a recipe key, e.g. --set lr=1e-3 --set model_args.depth=2 (repeatable)."
 JSON_HELP = "Print machine-readable JSON on stdout."
-PRECISION_HELP = "auto (bf16 where the hardware has it), fp32, bf16 or fp16."
+PRECISION_HELP = ("auto (bf16 where the hardware has it), fp32, bf16, fp16, or int8 (CPU: quantized, calibrated "
+                  "on training images; needs deitctl[int8]).")
 # options several commands take, declared once (typer copies them per command)
 IMAGE_COLUMN = typer.Option(None, "--image-column", help="Image column, if it cannot be inferred.")
 LABEL_COLUMN = typer.Option(None, "--label-column", help="Label column, if it cannot be inferred.")

@@ -39,6 +39,7 @@ def evaluate(
     compile_model: bool = False,
     fuse: bool = True,
     predictions: bool = False,
+    calibration: Iterable[torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Percent top-1/top-5 (top-min(5, classes)), mean cross-entropy and the sample count.
 
@@ -54,7 +55,8 @@ def evaluate(
     ``fuse=False``: a distilled model's prediction is its class head alone — for a ⚗ model trained
     without a teacher, whose distillation head never learned. ``predictions``: add ``predictions``,
     per-image numpy arrays (``labels``, ``pred``, and ``pred_cls``/``pred_dist`` for distilled models),
-    in the loader's order, for paired statistics.
+    in the loader's order, for paired statistics. ``calibration``: image batches that set int8's activation
+    ranges (``frozen`` only; see ``runtime.predictor.Predictor``).
     """
     import torch
 
@@ -62,7 +64,9 @@ def evaluate(
     device = accelerator.device if accelerator is not None else device_of(net)
     amp = autocast(precision, device)  # validate before the first batch
     if frozen:
-        amp, forward = contextlib.nullcontext(), Predictor(net, precision, device, compile_model)
+        amp, forward = contextlib.nullcontext(), Predictor(net, precision, device, compile_model, calibration)
+    elif precision == "int8":
+        raise UsageError("precision int8 is for a model that will not train again (deitctl eval, bench, predict)")
     else:
         forward = lambda x: head_logits(net, x)  # noqa: E731
     classes = num_classes or getattr(net, "num_classes", None)

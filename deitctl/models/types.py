@@ -92,6 +92,9 @@ class LoadedModel:
         """The precision to run at: an ONNX file fixes its own, so only auto/fp32 and no compile are accepted."""
         if self.runtime == "torch":
             return precision
+        if precision == "int8":
+            raise UsageError(f"{self.source} is an ONNX model, which runs int8 only if exported so: "
+                             "deitctl export --format onnx --quantize int8 (or pass the PyTorch model)")
         if precision not in ("auto", "fp32") or compile_model:
             raise UsageError(f"{self.source} is an ONNX model: it runs in the precision it was exported with "
                              "(fp32 in, fp32 out); drop --precision/--compile, or pass the PyTorch model")

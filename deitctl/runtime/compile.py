@@ -63,14 +63,16 @@ def eager(model: nn.Module):
         model._compiled_call_impl = saved
 
 
-def first_call(model: nn.Module, call: Callable[[], Any], what: str, frozen: bool = False) -> bool:
+def first_call(model: nn.Module, call: Callable[[], Any], what: str, frozen: bool = False,
+               cpp_wrapper: bool = False) -> bool:
     """Run the first, compiling call now (not inside the first timed step); fall back to eager on failure.
 
     ``frozen``: a model that never trains again (teacher, inference) is compiled with its weights folded
     in as constants ("freezing"), so inductor fuses conv+BN+activation and pre-packs weights for oneDNN
     (the RegNetY-16GF teacher ran 1.5× faster). The switch must be on while the call traces: passed as
     ``torch.compile(options=...)`` it never took effect (torch 2.15), and left on globally it would
-    reach every other compilation of the process.
+    reach every other compilation of the process. ``cpp_wrapper``: the graph's calls from C++, not Python
+    (the int8 model's many small quantize/dequantize kernels: 1.04× for DeiT-Ti).
 
     torch.compile needs a C++ compiler on a CPU and cannot trace every model; a run should not die
     for a speed-up, so a failure costs a note and the eager speed. Returns True when compiled.
@@ -78,7 +80,7 @@ def first_call(model: nn.Module, call: Callable[[], Any], what: str, frozen: boo
     from torch._inductor import config
 
     try:
-        with config.patch(freezing=frozen):
+        with config.patch(freezing=frozen, cpp_wrapper=cpp_wrapper):
             call()
         return True
     except Exception as e:  # inductor raises many kinds (missing compiler, unsupported op, ...)

@@ -15,7 +15,7 @@ from deitctl.core.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # int8: inference on a CPU only (runtime.quantize)
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
@@ -61,7 +61,8 @@ def dtype_of(precision: str) -> torch.dtype:
 
 
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
-    """The autocast context for a precision name; fp16 is refused on the CPU (slow, inexact there)."""
+    """The autocast context for a precision name; fp16 is refused on the CPU (slow, inexact there) and int8 on
+    a GPU. int8 has no autocast: ``runtime.predictor.Predictor`` quantizes the model itself."""
     import torch
 
     device_type = torch.device(device).type
@@ -70,7 +71,10 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     if precision == "fp16" and device_type != "cuda":
         raise UsageError(f"precision fp16 needs a CUDA GPU but this runs on the {device_type.upper()}; "
                          "use --precision bf16 or fp32")
-    if precision == "fp32":
+    if precision == "int8" and device_type != "cpu":
+        raise UsageError(f"precision int8 runs on the CPU (x86 VNNI) but this runs on the {device_type.upper()}; "
+                         "use --precision bf16 or fp16 there")
+    if precision in ("fp32", "int8"):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device_type, dtype=dtype)
