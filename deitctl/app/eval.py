@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 from deitctl.core.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import torch
     from accelerate import Accelerator
+
+    from deitctl.data.sources import OpenedDataset
+    from deitctl.models.types import DataConfig
 
 CALIBRATION_IMAGES = 256  # int8's activation ranges: a seeded sample of the training split (runtime.quantize)
 # named datasets whose labelled held-out split is not called "test" (ImageNet's "test" has no labels)
@@ -93,16 +99,7 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     else:
         model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(precision, device_of(model))
-    calibration = None
-    if precision == "int8":
-        calib = label_split(opened, "train" if "train" in opened.splits else split, req.image_column, req.label_column)
-        calibration = (x for x, _ in build_eval_loader(calib, config, req.batch_size, 0, CALIBRATION_IMAGES))
-        if calib.split == split:
-            log(f"[yellow]note:[/] dataset '{dataset}' has no train split: int8 calibrates on {CALIBRATION_IMAGES} "
-                f"images of '{split}', the split it scores")
-        else:
-            log(f"int8: the calibration images are {min(CALIBRATION_IMAGES, len(calib))} of '{dataset}' split "
-                f"'{calib.split}' (a seeded sample), not the '{split}' images scored")
+    calibration = _calibration(opened, split, req, config) if precision == "int8" else None
     metrics = evaluate(model, loader, accelerator, precision, data.num_classes, calibration=calibration,
                        per_class=req.per_class or req.confusion_png is not None, show_progress=True, frozen=True,
                        compile_model=req.compile_model, predictions=req.save,
@@ -125,6 +122,23 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
         run.write_predictions(predictions, dataset, split)
         run.write_eval(result)
     return result
+
+
+def _calibration(opened: OpenedDataset, split: str, req: EvalRequest, config: DataConfig) -> Iterator[torch.Tensor]:
+    """int8's calibration batches: a seeded sample of the training split, never the images scored (unless the
+    dataset has nothing else, which is said)."""
+    from deitctl.core.console import log
+    from deitctl.data.loaders import build_eval_loader
+    from deitctl.data.splits import label_split
+
+    calib = label_split(opened, "train" if "train" in opened.splits else split, req.image_column, req.label_column)
+    if calib.split == split:
+        log(f"[yellow]note:[/] dataset '{opened.name}' has no train split: int8 calibrates on {CALIBRATION_IMAGES} "
+            f"images of '{split}', the split it scores")
+    else:
+        log(f"int8: the calibration images are {min(CALIBRATION_IMAGES, len(calib))} of '{opened.name}' split "
+            f"'{calib.split}' (a seeded sample), not the '{split}' images scored")
+    return (x for x, _ in build_eval_loader(calib, config, req.batch_size, 0, CALIBRATION_IMAGES))
 
 
 def _accelerator() -> Accelerator | None:
