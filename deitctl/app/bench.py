@@ -70,7 +70,7 @@ def run(req: BenchRequest) -> list[dict[str, Any]]:
     from deitctl.models.inspect import count_gmacs, count_params, input_size
     from deitctl.runtime.precision import autocast
     from deitctl.runtime.predictor import Predictor
-    from deitctl.runtime.quantize import check_int8
+    from deitctl.runtime.quantize import require_torchao
 
     if req.repeats < 1:
         raise UsageError(f"--repeats must be at least 1 (got {req.repeats})")
@@ -80,7 +80,7 @@ def run(req: BenchRequest) -> list[dict[str, Any]]:
     for p in req.precisions or ():  # refuse fp16-on-CPU, int8 without torchao and typos before any slow work
         autocast(p, dev)
         if p == "int8":
-            check_int8(dev)
+            require_torchao()
     loaded = load_for_bench(req.model, req.img_size)
     default = ["fp32", "bf16"] if loaded.runtime == "torch" else ["fp32"]
     precisions = [loaded.check_runtime(p, req.compile_model) for p in req.precisions or default]

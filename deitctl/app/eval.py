@@ -110,7 +110,8 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     matrix = metrics.pop("confusion", None)
     correct, total = metrics.pop("per_class_correct", None), metrics.pop("per_class_total", None)
     result = {"model": req.model, "dataset": dataset, "split": split, **metrics, "precision": precision,
-              "ema": req.ema, "compile": req.compile_model or precision == "int8", "runtime": loaded.runtime, "crop_pct": config.crop_pct}
+              "ema": req.ema, "compile": req.compile_model or precision == "int8",  # int8 always compiles
+              "runtime": loaded.runtime, "crop_pct": config.crop_pct}
     if req.per_class and correct is not None:
         result["per_class"] = {name: (100.0 * c / t if t else None)
                                for name, c, t in zip(data.class_names, correct, total, strict=True)}

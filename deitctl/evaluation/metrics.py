@@ -66,7 +66,7 @@ def evaluate(
     if frozen:
         amp, forward = contextlib.nullcontext(), Predictor(net, precision, device, compile_model, calibration)
     elif precision == "int8":
-        raise UsageError("precision int8 is for a model that will not train again (deitctl eval, bench, predict)")
+        raise UsageError("precision int8 is for a model that will not train again (deitctl eval, deitctl bench)")
     else:
         forward = lambda x: head_logits(net, x)  # noqa: E731
     classes = num_classes or getattr(net, "num_classes", None)

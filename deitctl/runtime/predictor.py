@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from deitctl.core.console import log
 from deitctl.models.inspect import head_logits
 from deitctl.runtime.compile import compile_in_place, first_call, fresh_compiler
-from deitctl.runtime.precision import dtype_of
+from deitctl.runtime.precision import autocast, dtype_of
 
 if TYPE_CHECKING:
     import torch
@@ -46,9 +46,10 @@ class Predictor:
         self.dtype = torch.float32 if self.int8 else dtype_of(precision)
         self.calibration = calibration
         if self.int8:
-            from deitctl.runtime.quantize import check_int8
+            from deitctl.runtime.quantize import require_torchao
 
-            check_int8(device)
+            autocast(precision, device)  # the one check of a precision against its device: int8 on the CPU only
+            require_torchao()
         model.eval().to(device=device, dtype=self.dtype)
         self.heads: nn.Module = Heads()
         self.batch = 0

@@ -27,11 +27,8 @@ if TYPE_CHECKING:
 INSTALL_HINT = "pip install 'deitctl[int8]' (torchao)"
 
 
-def check_int8(device: torch.device) -> None:
-    """Refuse int8 where it cannot run: off the CPU, or without torchao."""
-    if device.type != "cpu":
-        raise UsageError(f"precision int8 runs on the CPU (x86 VNNI) but this runs on the {device.type.upper()}; "
-                         "use --precision bf16 or fp16 there")
+def require_torchao() -> None:
+    """Refuse int8 without torchao, before any slow work (off the CPU it is ``precision.autocast`` that refuses)."""
     _quantizer()
 
 
