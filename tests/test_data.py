@@ -198,7 +198,7 @@ def test_empty_split_and_empty_or_missing_paths(tmp_path):
         splits.label_split(monkeypatch_free, "test")
     assert isinstance(dd["test"], Dataset)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="no images, parquet or arrow files found"):
+    with pytest.raises(UsageError, match="no images, parquet, arrow or WebDataset"):
         splits.load_split(str(tmp_path / "empty"))
     with pytest.raises(UsageError, match="no such file or directory"):
         splits.load_split(str(tmp_path / "nope"))

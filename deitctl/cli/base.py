@@ -70,6 +70,8 @@ RUN_OPTIONS: list[tuple[str, Any, Any]] = [
     ("precision", str | None, typer.Option(None, "--precision", help=PRECISION_HELP + " The recipe's precision key.")),
     ("no_compile", bool, typer.Option(False, "--no-compile",
                                       help="Do not torch.compile the teacher or the student (recipe keys compile, compile_student).")),
+    ("streaming", bool, typer.Option(False, "--streaming", help="Read the data as a stream (Hub datasets, parquet or "
+                                     "WebDataset shards): nothing copied first (recipe key streaming).")),
     ("as_json", bool, typer.Option(False, "--json", help="Print the final metrics as JSON.")),
 ]
 

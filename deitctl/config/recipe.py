@@ -38,6 +38,8 @@ class Recipe(BaseModel):
     eval_crop_pct: float = Field(0.875, gt=0, le=1)
     train_interpolation: Literal["bicubic", "bilinear", "random"] = "bicubic"
     num_workers: int = Field(4, ge=0)
+    streaming: bool = False  # read the data as a stream (Hub, parquet / WebDataset shards): nothing copied first
+    shuffle_buffer: int = Field(1000, gt=0)  # streaming: rows each loader worker shuffles at a time (a block)
 
     # optimisation (Table 9)
     epochs: int = Field(300, gt=0)

@@ -17,6 +17,8 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deitctl.core.cache import cache_home
+
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
@@ -26,10 +28,7 @@ _FILES = {"train": "train", "test": "t10k"}
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("DEITCTL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "deitctl"
-    )
-    return Path(base) / "fashion-mnist-v2"  # v2: PGM instead of PNG
+    return cache_home() / "fashion-mnist-v2"  # v2: PGM instead of PNG
 
 
 def idx_available(root: Path = IDX_DIR) -> bool:

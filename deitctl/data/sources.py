@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deitctl.core.errors import DeitctlError, UsageError, did_you_mean
+from deitctl.data.shards import SHARD_HINT, local_shards
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -49,20 +50,27 @@ NAMED: dict[str, Source] = {
     "inat18": Source(None, "image", "label", "DEITCTL_INAT18"),
     "inat19": Source(None, "image", "label", "DEITCTL_INAT19"),
 }
-_SPLIT_NAMES = {"train": "train", "test": "test", "validation": "validation", "val": "validation",
-                "valid": "validation"}
 _SPLIT_ALIASES = {"validation": ("val", "valid", "test"), "test": ("validation", "val"), "val": ("validation",)}
-LOCAL_HINT = "an image folder, parquet/arrow files or a save_to_disk directory"
+LOCAL_HINT = f"an image folder, {SHARD_HINT} or a save_to_disk directory"
+LOCAL_SHARDS = 64  # shards of a map-style dataset when it is streamed
 
 
 @dataclass
 class OpenedDataset:
     """Every split of a dataset reference, plus the columns a named dataset is known to use."""
 
-    splits: dict[str, Dataset]
+    splits: dict[str, Any]  # Dataset, or IterableDataset when streamed
     image_column: str | None
     label_column: str | None
     name: str
+    counts: dict[str, int] = field(default_factory=dict)  # samples per split, where a stream's metadata says
+
+    def stream(self) -> OpenedDataset:
+        """Map-style splits as streams of their memory-mapped rows (in shards, one per loader worker or more)."""
+        splits = {name: ds.to_iterable_dataset(num_shards=max(1, min(LOCAL_SHARDS, len(ds))))
+                  for name, ds in self.splits.items()}
+        return OpenedDataset(splits, self.image_column, self.label_column, self.name,
+                             {name: len(ds) for name, ds in self.splits.items()})
 
     def pick(self, split: str) -> Dataset:
         """The split by name or a common alias (validation ↔ val ↔ test); lists the others if missing."""
@@ -92,21 +100,22 @@ def _is_local(ref: str) -> bool:
     return os.path.exists(ref) or ref.startswith((".", "/", "~")) or ("/" in ref and os.path.isdir(first))
 
 
-def _split_of(path: Path) -> str | None:
-    """A split name from a data file's stem (``train-0000.parquet``) or its folder (``test/x.arrow``)."""
-    for token in (path.stem.split("-")[0].split("_")[0].split(".")[0].lower(), path.parent.name.lower()):
-        if token in _SPLIT_NAMES:
-            return _SPLIT_NAMES[token]
-    return None
-
-
 def _as_splits(loaded: Any) -> dict[str, Dataset]:
     from datasets import DatasetDict
 
     return dict(loaded) if isinstance(loaded, DatasetDict) else {"train": loaded}
 
 
-def _load_local(path: Path) -> dict[str, Dataset]:
+def _load_local(path: Path, streaming: bool = False) -> OpenedDataset:
+    """A local dataset, map-style; with ``streaming``, shards are read as streams (never copied into the cache)."""
+    splits = _load_local_splits(path, streaming)
+    if isinstance(splits, OpenedDataset):
+        return splits
+    opened = OpenedDataset(splits, None, None, str(path))
+    return opened.stream() if streaming else opened
+
+
+def _load_local_splits(path: Path, streaming: bool) -> dict[str, Dataset] | OpenedDataset:
     import datasets
 
     if not path.exists():
@@ -117,26 +126,31 @@ def _load_local(path: Path) -> dict[str, Dataset]:
                 return _as_splits(datasets.load_from_disk(str(path)))
         except IndexError:  # datasets 5.2 cannot reload a split saved with no rows
             raise _empty_split_error(path, _empty_saved_splits(path)) from None
-    if path.is_file() and path.suffix not in (".parquet", ".arrow"):
-        raise UsageError(f"{path}: not a dataset file; pass {LOCAL_HINT}")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".arrow"))
-    if files:
-        kind = "parquet" if files[0].suffix == ".parquet" else "arrow"
-        data_files: dict[str, list[str]] = {}
-        for f in files:
-            data_files.setdefault(_split_of(f) or "train", []).append(str(f))
+    if path.is_dir():
+        from deitctl.data.folder import open_folder
+
+        indexed = open_folder(path)  # a plain [split/]class/image tree: one directory pass, then an index
+        if indexed is not None:
+            return indexed
+    shards = local_shards(path)
+    if shards is not None:
+        shards.check_schemas()
         try:
             with quiet_datasets():
-                return _as_splits(datasets.load_dataset(kind, data_files=data_files))
+                loaded = datasets.load_dataset(shards.builder, data_files=shards.files, features=shards.features(),
+                                               streaming=streaming)
+            return OpenedDataset(dict(loaded), None, None, str(path), shards.counts()) if streaming \
+                else _as_splits(loaded)
         except ValueError as e:  # 'Instruction "test" corresponds to no data!'
             if "corresponds to no data" not in str(e):
                 raise
             raise _empty_split_error(path, str(e).split('"')[1:2]) from None
-    try:
+    try:  # a tree with a metadata file (labels from metadata.csv/jsonl): datasets' own builder
         with quiet_datasets():
             return _as_splits(datasets.load_dataset("imagefolder", data_dir=str(path)))
     except FileNotFoundError:  # datasets' EmptyDatasetError / DataFilesNotFoundError
-        raise UsageError(f"{path}: no images, parquet or arrow files found; pass {LOCAL_HINT}") from None
+        raise UsageError(f"{path}: no images, parquet, arrow or WebDataset (.tar) files found; "
+                         f"pass {LOCAL_HINT}") from None
 
 
 def _empty_saved_splits(path: Path) -> list[str]:
@@ -165,46 +179,90 @@ def _load_hub(hub_id: str, name: str) -> dict[str, Dataset]:
 
     offline = not online(datasets=True)  # unreachable: the cache at once, instead of minutes of retries
     import datasets
+
+    try:
+        with _hub_errors(hub_id, name), quiet_datasets(), cache_only(offline):
+            return _as_splits(datasets.load_dataset(hub_id))
+    except FileNotFoundError:
+        if not offline:
+            raise
+        raise _not_cached(hub_id, name) from None  # offline, datasets' way of saying "not cached"
+
+
+def _stream_hub(hub_id: str, name: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """All splits of a Hub dataset as streams (read over HTTP as trained on), and their sizes from its card."""
+    from deitctl.hub.reach import online
+
+    if not online(datasets=True):
+        raise DeitctlError(f"--streaming reads '{hub_id}' from the Hub, which cannot be reached; drop --streaming "
+                           "to use a copy in the datasets cache, or stream local shards (`deitctl data convert`)")
+    import datasets
+
+    with _hub_errors(hub_id, name), quiet_datasets():
+        streamed = datasets.load_dataset(hub_id, streaming=True)
+    info = next(iter(streamed.values())).info.splits or {}
+    return dict(streamed), {split: info[split].num_examples for split in info if info[split].num_examples}
+
+
+@contextlib.contextmanager
+def _hub_errors(hub_id: str, name: str) -> Iterator[None]:
     from datasets.exceptions import DatasetNotFoundError
 
     try:
-        with quiet_datasets(), cache_only(offline):
-            return _as_splits(datasets.load_dataset(hub_id))
-    except (ConnectionError, FileNotFoundError) as e:
-        if isinstance(e, FileNotFoundError) and not offline:  # offline, datasets' way of saying "not cached"
-            raise
-        raise DeitctlError(
-            f"dataset '{name}' ({hub_id}) is not in the local datasets cache and the Hub cannot be reached; "
-            f"download it once where the Hub is reachable (datasets.load_dataset('{hub_id}'), same HF_HOME), "
-            f"or use a local copy instead: {LOCAL_HINT}"
-        ) from None
+        yield
+    except ConnectionError:
+        raise _not_cached(hub_id, name) from None
     except DatasetNotFoundError:
         raise UsageError(f"dataset '{name}' not found on the Hub ({hub_id}); check the id, or for a gated "
                          "dataset accept its terms and log in (`hf auth login`)") from None
 
 
-def open_dataset(ref: str) -> OpenedDataset:
-    """Every split of a dataset reference (see the module docstring), without decoding any image."""
-    if ref == "fashion-mnist" and not os.environ.get("DEITCTL_FASHION_MNIST_HUB"):
-        from deitctl.data import fashion_mnist
+def _not_cached(hub_id: str, name: str) -> DeitctlError:
+    return DeitctlError(
+        f"dataset '{name}' ({hub_id}) is not in the local datasets cache and the Hub cannot be reached; "
+        f"download it once where the Hub is reachable (datasets.load_dataset('{hub_id}'), same HF_HOME), "
+        f"or use a local copy instead: {LOCAL_HINT}")
 
-        if fashion_mnist.idx_available():
-            return OpenedDataset(_as_splits(fashion_mnist.load_local()), "image", "label", ref)
+
+def open_dataset(ref: str, streaming: bool = False) -> OpenedDataset:
+    """Every split of a dataset reference (see the module docstring), without decoding any image.
+
+    ``streaming``: the splits are ``IterableDataset``s — Hub data read over HTTP, local shards read in
+    place, anything else streamed from its memory-mapped rows — with ``counts`` from metadata.
+    """
     if ref in NAMED:
         src = NAMED[ref]
         local = os.environ.get(src.local_env) if src.local_env else None
+        if ref == "fashion-mnist" and not os.environ.get("DEITCTL_FASHION_MNIST_HUB"):
+            from deitctl.data import fashion_mnist
+
+            if fashion_mnist.idx_available():
+                opened = OpenedDataset(_as_splits(fashion_mnist.load_local()), "image", "label", ref)
+                return opened.stream() if streaming else opened
         if local:
-            return OpenedDataset(_load_local(Path(local).expanduser()), None, None, ref)
+            return _renamed(_load_local(Path(local).expanduser(), streaming), ref)
         if src.hub_id is None:
             raise UsageError(f"dataset '{ref}' has no Hub copy: set {src.local_env}=PATH or pass a local path "
                              "(an image folder with train/ and val/ sub-folders)")
-        return OpenedDataset(_load_hub(src.hub_id, ref), src.image_column, src.label_column, ref)
+        return _from_hub(src.hub_id, ref, streaming, src.image_column, src.label_column)
     if _is_local(ref):
-        return OpenedDataset(_load_local(Path(ref).expanduser()), None, None, ref)
+        return _renamed(_load_local(Path(ref).expanduser(), streaming), ref)
     if ref.count("/") == 1:
-        return OpenedDataset(_load_hub(ref, ref), None, None, ref)
+        return _from_hub(ref, ref, streaming)
     raise UsageError(f"unknown dataset '{ref}'{did_you_mean(ref, NAMED)}; use a name ({', '.join(NAMED)}), "
                      "a Hub id org/name, or a local path")
+
+
+def _from_hub(hub_id: str, name: str, streaming: bool, image: str | None = None, label: str | None = None) -> OpenedDataset:
+    if streaming:
+        splits, counts = _stream_hub(hub_id, name)
+        return OpenedDataset(splits, image, label, name, counts)
+    return OpenedDataset(_load_hub(hub_id, name), image, label, name)
+
+
+def _renamed(opened: OpenedDataset, name: str) -> OpenedDataset:
+    opened.name = name
+    return opened
 
 
 def hub_backed(ref: str) -> bool:

@@ -21,9 +21,9 @@ from deitctl.data.sources import OpenedDataset, open_dataset, quiet_datasets
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from datasets import Dataset
+    from datasets import Dataset, IterableDataset
 
-_LABEL_GUESSES = ("label", "labels", "fine_label", "target", "class")
+_LABEL_GUESSES = ("label", "labels", "fine_label", "target", "class", "cls")  # cls: WebDataset
 
 
 @dataclass
@@ -109,6 +109,53 @@ def label_split(
     # decode ourselves (in DataLoader workers) so a corrupt file is reported by name
     ds = ds.cast_column(img_col, Image(decode=False))
     return LabeledSplit(ds, img_col, lbl_col, names, ref, split)
+
+
+@dataclass
+class StreamSplit:
+    """One split read as a stream (``--streaming``): image (undecoded) and label columns only, in shards."""
+
+    dataset: IterableDataset
+    image_column: str
+    label_column: str
+    class_names: list[str]
+    name: str
+    split: str
+    num_examples: int | None  # from metadata; None when the source does not say
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_shards(self) -> int:
+        return self.dataset.num_shards
+
+
+def load_stream(ref: str, split: str = "train", image_column: str | None = None, label_column: str | None = None,
+                num_classes: int | None = None) -> StreamSplit:
+    """A split as a stream: nothing copied, nothing read but metadata until iterated."""
+    from datasets import ClassLabel, Image, Value
+
+    opened = open_dataset(ref, streaming=True)
+    ds = opened.pick(split)
+    split = next(name for name, d in opened.splits.items() if d is ds)
+    if ds.features is None:  # a WebDataset without a card: datasets reads one sample to learn the columns
+        ds = ds._resolve_features()
+    img_col, lbl_col = infer_columns(ds, image_column or opened.image_column, label_column or opened.label_column, ref)
+    feature = ds.features[lbl_col]
+    if isinstance(feature, ClassLabel):
+        names = list(feature.names)
+    elif isinstance(feature, Value) and "int" in feature.dtype and num_classes:
+        names = [str(i) for i in range(num_classes)]
+    else:
+        kind = "plain integers" if isinstance(feature, Value) and "int" in feature.dtype else str(feature)
+        raise UsageError(f"{ref}: label column '{lbl_col}' holds {kind}, and a stream cannot list its classes without "
+                         "reading it all; pass --set num_classes=K for integer labels, or convert the data once with "
+                         "`deitctl data convert` (which records the class names)")
+    keys = [c for c in ("__url__", "__key__") if c in ds.features]  # a WebDataset sample's shard and key
+    ds = ds.select_columns([img_col, lbl_col, *keys]).cast_column(img_col, Image(decode=False))
+    return StreamSplit(ds, img_col, lbl_col, names, ref, split, opened.counts.get(split))
 
 
 def subset(split: LabeledSplit, max_samples: int | None, seed: int = 0) -> LabeledSplit:

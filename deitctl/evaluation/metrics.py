@@ -76,6 +76,9 @@ def evaluate(
     confusion: torch.Tensor | None = None
     kept: dict[str, list[torch.Tensor]] = {}
     total_batches = _safe_len(loader)
+    sharded = getattr(loader, "sharded", False)  # a stream: each process scores its own part, summed at the end
+    if sharded and predictions:
+        raise UsageError("per-image predictions need a map-style dataset; evaluate without --streaming")
     start = time.perf_counter()
     with _progress(show_progress and _is_main(accelerator), total_batches) as advance, torch.inference_mode():
         for images, labels in loader:
@@ -85,7 +88,7 @@ def evaluate(
             classes = classes or fused.shape[1]
             _check_labels(labels, classes)
             batch = _batch_results(fused if fuse or cls is None else cls, cls, dist, labels, classes)
-            if accelerator is not None:
+            if accelerator is not None and not sharded:
                 batch = accelerator.gather_for_metrics(batch)
             _accumulate(totals, batch)
             if predictions:
@@ -94,10 +97,24 @@ def evaluate(
                 confusion = _add_confusion(confusion, batch["labels"], batch["topk"][:, 0], classes)
             advance(len(images))
     net.train(was_training)
+    if sharded and accelerator is not None and accelerator.num_processes > 1:
+        totals, confusion = _sum_over_processes(totals, confusion, accelerator)
     out = _summary(totals, confusion, time.perf_counter() - start, distilled=is_distilled(net))
     if predictions:
         out["predictions"] = {k: torch.cat(v).cpu().numpy() for k, v in kept.items()}
     return out
+
+
+def _sum_over_processes(totals: dict[str, float], confusion: torch.Tensor | None,
+                        accelerator: Accelerator) -> tuple[dict[str, float], torch.Tensor | None]:
+    import torch
+
+    keys = sorted(totals)
+    summed = accelerator.reduce(torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64,
+                                             device=accelerator.device), "sum").tolist()
+    if confusion is not None:
+        confusion = accelerator.reduce(confusion.to(accelerator.device), "sum").cpu()
+    return dict(zip(keys, summed, strict=True)), confusion
 
 
 def _batch_results(logits: torch.Tensor, cls: torch.Tensor | None, dist: torch.Tensor | None, labels: torch.Tensor,

@@ -23,7 +23,7 @@ KEEP = 2  # complete checkpoints kept; older ones are removed only after a newer
 
 
 def save(run: RunDir, step: int, model_state: dict[str, torch.Tensor], state: dict[str, Any],
-         rank: int, is_main: bool, barrier: Any) -> Path:
+         rank: int, is_main: bool, barrier: Any, position: dict[str, Any] | None = None) -> Path:
     """Write checkpoint ``step`` (all ranks call this; ``barrier`` synchronises them).
 
     Durable before it counts: every file and the directory are fsynced, the directory is renamed into
@@ -44,6 +44,8 @@ def save(run: RunDir, step: int, model_state: dict[str, torch.Tensor], state: di
                 tmp.mkdir(parents=True)
             barrier()
             torch.save(rng_state(), tmp / f"rng-{rank}.pt")
+            if position is not None:  # where this process's data stream stands
+                torch.save(position, tmp / f"stream-{rank}.pt")
             if is_main:
                 save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
                           str(tmp / "model.safetensors"))
@@ -85,12 +87,16 @@ def latest(run: RunDir) -> Path | None:
     return path if (path / "state.pt").is_file() and (path / "model.safetensors").is_file() else None
 
 
-def load(path: Path, rank: int) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any] | None]:
-    """Weights, trainer state and this rank's RNG state (restore it just before the next step)."""
+def load(path: Path, rank: int) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any] | None,
+                                         dict[str, Any] | None]:
+    """Weights, trainer state, this rank's RNG state (restore it just before the next step) and, for a streamed
+    run, this rank's stream position."""
     from safetensors.torch import load_file
 
     weights = load_file(str(path / "model.safetensors"))
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     rng_file = path / f"rng-{rank}.pt"
     rng = torch.load(rng_file, map_location="cpu", weights_only=True) if rng_file.is_file() else None
-    return weights, state, rng
+    stream_file = path / f"stream-{rank}.pt"
+    position = torch.load(stream_file, weights_only=True) if stream_file.is_file() else None
+    return weights, state, rng, position

@@ -117,7 +117,7 @@ def train_epoch(parts: Parts, epoch: int, advance: Callable[[float, float, float
 def optimizer_step(parts: Parts, epoch: int, loss_sum: torch.Tensor) -> float:
     """Refuse a non-finite loss (on any process), then clip, set the lr, step; returns the lr used."""
     accel, state, recipe = parts.accel, parts.state, parts.recipe
-    if not bool(accel.reduce(torch.isfinite(loss_sum).float(), "min")):
+    if bool(accel.reduce((~torch.isfinite(loss_sum)).float(), "max")):  # any process
         run = parts.plan.run.path
         raise DeitctlError(
             f"non-finite loss at epoch {epoch + 1} step {state.step_in_epoch + 1}; stopped. The last good "
@@ -144,8 +144,9 @@ def save_checkpoint(parts: Parts) -> None:
     if parts.ema is not None:
         payload["ema"] = parts.ema.state_dict()
     accel = parts.accel
+    position = parts.epoch_sampler.state_dict() if parts.recipe.streaming else None
     checkpoint.save(parts.plan.run, parts.state.global_step, accel.unwrap_model(parts.model).state_dict(), payload,
-                    accel.process_index, accel.is_main_process, accel.wait_for_everyone)
+                    accel.process_index, accel.is_main_process, accel.wait_for_everyone, position)
 
 
 def finish(parts: Parts) -> dict[str, Any]:

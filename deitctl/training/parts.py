@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from deitctl.core.console import log
-from deitctl.core.errors import UsageError
 from deitctl.training.plan import Plan, batch_plan
 
 if TYPE_CHECKING:
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
 
     from deitctl.config.recipe import Recipe
     from deitctl.data.loaders import EpochSampler
+    from deitctl.data.streaming import StreamLoader
     from deitctl.training.teacher import Teacher
 
 
@@ -48,7 +48,7 @@ class Parts:
     accum: int  # forward passes per optimizer step
     steps_per_epoch: int
     train_loader: Any
-    epoch_sampler: EpochSampler
+    epoch_sampler: EpochSampler | StreamLoader  # set_epoch(epoch, skip) before each epoch
     eval_loader: Any
     mixup: Any
     model: nn.Module
@@ -87,6 +87,7 @@ def setup(plan: Plan) -> Parts:
     from deitctl.runtime.attention import resolve_attention, set_attention
     from deitctl.runtime.compile import compile_in_place, fresh_compiler, resolve_compile_student
     from deitctl.runtime.precision import resolve_precision
+    from deitctl.training.inputs import build_inputs
     from deitctl.training.losses import distillation_loss
     from deitctl.training.optim import make_optimizer
 
@@ -98,7 +99,7 @@ def setup(plan: Plan) -> Parts:
     accel = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=cpu)
     micro, accum = batch_plan(recipe.batch_size, accel.num_processes, opts.per_device_batch)
     set_seed(recipe.seed)  # identical model init on every process
-    data = _data(plan, accel, micro, accum)
+    data = build_inputs(plan, accel, micro, accum)
     model = _student(recipe, len(data["class_names"]), accel.is_main_process)
     kind = resolve_attention(recipe.attention, accel.device)
     set_attention(model, kind)
@@ -124,37 +125,6 @@ def setup(plan: Plan) -> Parts:
         ema.to(accel.device)
     _warm_up(parts)
     return parts
-
-
-def _data(plan: Plan, accel: Accelerator, micro: int, accum: int) -> dict[str, Any]:
-    """The training loader (repeated augmentation, per-sample seeds), the eval loader and Mixup/CutMix."""
-    from deitctl.data.loaders import build_eval_loader, build_train_loader
-    from deitctl.data.sampler import RepeatAugSampler
-    from deitctl.data.samples import collate, with_transform
-    from deitctl.data.splits import load_split, subset
-    from deitctl.data.transforms import make_mixup, recipe_data_config, train_transform
-
-    recipe, opts = plan.recipe, plan.options
-    train_split = subset(load_split(recipe.dataset, recipe.train_split, opts.image_column, opts.label_column),
-                         opts.max_train_samples, recipe.seed)
-    eval_split = subset(load_split(recipe.dataset, recipe.eval_split, opts.image_column, opts.label_column),
-                        opts.max_eval_samples, recipe.seed)
-    num_classes = train_split.num_classes  # the data decides; a recipe's num_classes only describes its default data
-    sampler = RepeatAugSampler(len(train_split), accel.num_processes, accel.process_index,
-                               repeats=recipe.repeated_aug, seed=recipe.seed)
-    train_ds = with_transform(train_split, train_transform(recipe), recipe.in_chans)
-    train_loader, epoch_sampler = build_train_loader(train_ds, sampler, micro, recipe.num_workers, recipe.seed,
-                                                     collate, pin_memory=accel.device.type == "cuda")
-    steps_per_epoch = len(sampler) // (micro * accum)
-    if steps_per_epoch == 0:
-        raise UsageError(f"{len(train_split)} training samples make no full batch of {recipe.batch_size}; "
-                         "lower --batch-size or use more data")
-    eval_loader = accel.prepare_data_loader(
-        build_eval_loader(eval_split, recipe_data_config(recipe), max(micro, 64), recipe.num_workers),
-        device_placement=True)
-    return {"train_loader": train_loader, "epoch_sampler": epoch_sampler, "eval_loader": eval_loader,
-            "steps_per_epoch": steps_per_epoch, "mixup": make_mixup(recipe, num_classes),
-            "class_names": train_split.class_names, "sizes": (len(train_split), len(eval_split))}
 
 
 def _student(recipe: Recipe, num_classes: int, main: bool) -> nn.Module:
@@ -195,7 +165,9 @@ def _resume(parts: Parts) -> None:
 
     if parts.plan.resume_from is None:
         return
-    weights, saved, parts.rng = checkpoint.load(parts.plan.resume_from, parts.accel.process_index)
+    weights, saved, parts.rng, position = checkpoint.load(parts.plan.resume_from, parts.accel.process_index)
+    if position is not None:  # a stream's position on this process
+        parts.epoch_sampler.load_state_dict(position)
     parts.model.load_state_dict(weights)
     parts.optimizer.load_state_dict(saved["optimizer"])
     if parts.ema is not None and "ema" in saved:

@@ -42,13 +42,15 @@ class RunOptions:
     cpu: bool = False
     precision: str | None = None
     no_compile: bool = False
+    streaming: bool = False
 
     def recipe_overrides(self) -> list[str]:
         flags = {"dataset": self.dataset, "teacher": self.teacher, "init_from": self.init_from,
                  "epochs": self.epochs, "batch_size": self.batch_size, "img_size": self.img_size,
                  "precision": self.precision}
         off = ["compile=false", "compile_student=false"] if self.no_compile else []
-        return [*self.sets, *(f"{k}={v}" for k, v in flags.items() if v is not None), *off]
+        stream = ["streaming=true"] if self.streaming else []
+        return [*self.sets, *(f"{k}={v}" for k, v in flags.items() if v is not None), *off, *stream]
 
 
 @dataclass
@@ -82,13 +84,16 @@ def plan_run(recipe_ref: str, opts: RunOptions) -> Plan:
         recipe = load_recipe(recipe_ref, [*opts.recipe_overrides(), "distillation_type=hard"])  # the paper's choice
     if recipe.is_distilled and not recipe.teacher:
         raise UsageError("distillation needs a teacher: pass --teacher MODEL or --set teacher=...")
-    from deitctl.data import sources
+    if recipe.streaming and opts.max_train_samples:
+        raise UsageError("--max-train-samples draws a seeded subset, which a stream cannot: drop it (or drop "
+                         "--streaming / --set streaming=false), or convert a subset first with `deitctl data convert`")
     from deitctl.models import refs
+    from deitctl.training import inputs
 
     for ref in (recipe.init_from, recipe.teacher if recipe.is_distilled else None):
         if ref:
             refs.preflight(ref)
-    sources.preflight(recipe.dataset)
+    inputs.preflight(recipe, opts)
     run = RunDir(opts.out or Path("runs") / recipe.name)
     if not _is_main_process():
         return Plan(recipe, run, opts)
