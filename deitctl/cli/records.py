@@ -64,13 +64,14 @@ def data_check(
     image_column: str | None = IMAGE_COLUMN,
     label_column: str | None = LABEL_COLUMN,
     num_workers: int = typer.Option(2, "--num-workers", help="Decoding worker processes."),
+    streaming: bool = typer.Option(False, "--streaming", help="Read the data as a stream (always, for shards)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Decode every image and check every label before a long run; exit 1 listing the unreadable or mislabelled."""
-    from deitctl.app.data import CheckRequest, check
+    from deitctl.app.check import CheckRequest, check
     from deitctl.core.console import emit_json, log, print_table
 
-    result = check(CheckRequest(dataset, split, image_column, label_column, num_workers))
+    result = check(CheckRequest(dataset, split, image_column, label_column, num_workers, streaming=streaming))
     problems = result["problems"]
     if as_json:
         emit_json(result)
@@ -82,6 +83,34 @@ def data_check(
         + (f"{len(problems)} problems" if problems else "all readable, all labels valid"))
     if problems:
         raise typer.Exit(1)
+
+
+@data_app.command("convert")
+def data_convert(
+    source: str = DATASET_ARG,
+    out: Path = typer.Argument(..., help="Folder to write the shards (and README.md) into; resumed if unfinished."),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or webdataset (.tar)."),
+    shard_size: str = typer.Option("500MB", "--shard-size", help="Approximate bytes of images per shard."),
+    split: str | None = typer.Option(None, "--split", help="Only this split (default: all)."),
+    image_column: str | None = IMAGE_COLUMN,
+    label_column: str | None = LABEL_COLUMN,
+    max_samples: int | None = typer.Option(None, "--max-samples", help="A seeded subset of each split."),
+    seed: int = typer.Option(0, "--seed", help="Order of the training split's samples (and of --max-samples)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Write a dataset as parquet or WebDataset shards (class names kept) for --streaming and the Hub."""
+    from deitctl.app.convert import ConvertRequest, convert
+    from deitctl.core.console import emit_json, log, print_table
+
+    result = convert(ConvertRequest(source, out, fmt, shard_size, split, image_column, label_column, max_samples,
+                                    seed))
+    if as_json:
+        emit_json(result)
+    else:
+        print_table([{"split": k, **v} for k, v in result["splits"].items()], title=f"{source} → {out} ({fmt})")
+    if result["reencoded"]:
+        log(f"{result['reencoded']} images were in another format than the first and were re-encoded to it")
+    log(f"wrote {out}; train from it with `deitctl train RECIPE --dataset {out} --streaming`")
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -97,6 +97,7 @@ def atomic_path(final: str | os.PathLike, durable: bool = False, needed: int | N
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # what open() would give: mkstemp's 0600 hides a run from its other readers
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -110,6 +111,12 @@ def atomic_path(final: str | os.PathLike, durable: bool = False, needed: int | N
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str, durable: bool = False) -> None:
@@ -135,6 +142,7 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         raise UsageError(f"{final} already exists; choose another --out or pass --overwrite")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp.chmod(0o777 & ~_umask())  # as mkdir would: mkdtemp's 0700 hides it from its other readers
     try:
         try:
             with disk_full_guard(final, partial=tmp):
