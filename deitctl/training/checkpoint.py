@@ -23,8 +23,12 @@ KEEP = 2  # complete checkpoints kept; older ones are removed only after a newer
 
 
 def save(run: RunDir, step: int, model_state: dict[str, torch.Tensor], state: dict[str, Any],
-         rank: int, is_main: bool, barrier: Any, position: dict[str, Any] | None = None) -> Path:
+         rank: int, writer: bool, barrier: Any, position: dict[str, Any] | None = None) -> Path:
     """Write checkpoint ``step`` (all ranks call this; ``barrier`` synchronises them).
+
+    ``writer``: this process writes the weights and trainer state and moves ``latest`` — rank 0, and the first
+    process of a machine that does not see rank 0's run directory (``training.nodes``); every process writes
+    its own random state (and stream position) into the checkpoint directory it sees.
 
     Durable before it counts: every file and the directory are fsynced, the directory is renamed into
     place (and its parent fsynced), and only then does ``latest`` move. Killed at any moment, the run
@@ -38,7 +42,7 @@ def save(run: RunDir, step: int, model_state: dict[str, torch.Tensor], state: di
             f"`deitctl train --resume {run.path}`")
     try:
         with disk_full_guard(tmp, _nbytes(model_state) + _nbytes(state), partial=tmp, hint=hint):
-            if is_main:
+            if writer:
                 for stale in root.glob(".tmp-step-*"):  # left by a run killed mid-write
                     shutil.rmtree(stale, ignore_errors=True)
                 tmp.mkdir(parents=True)
@@ -46,18 +50,18 @@ def save(run: RunDir, step: int, model_state: dict[str, torch.Tensor], state: di
             torch.save(rng_state(), tmp / f"rng-{rank}.pt")
             if position is not None:  # where this process's data stream stands
                 torch.save(position, tmp / f"stream-{rank}.pt")
-            if is_main:
+            if writer:
                 save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
                           str(tmp / "model.safetensors"))
                 torch.save(state, tmp / "state.pt")
             barrier()
-            if is_main:
+            if writer:
                 fsync_tree(tmp)
     except DiskFullError:
-        if is_main:
+        if writer:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if is_main:
+    if writer:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         fsync_path(root)
@@ -77,6 +81,12 @@ def _nbytes(obj: Any) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(_nbytes(v) for v in obj)
     return 0
+
+
+def complete_steps(run: RunDir) -> list[int]:
+    """The steps of the complete checkpoints in the run (a killed write leaves only a ``.tmp-`` directory)."""
+    return [int(p.name.split("-")[1]) for p in run.checkpoints.glob("step-*")
+            if (p / "state.pt").is_file() and (p / "model.safetensors").is_file()]
 
 
 def latest(run: RunDir) -> Path | None:

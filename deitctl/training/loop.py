@@ -146,7 +146,7 @@ def save_checkpoint(parts: Parts) -> None:
     accel = parts.accel
     position = parts.epoch_sampler.state_dict() if parts.recipe.streaming else None
     checkpoint.save(parts.plan.run, parts.state.global_step, accel.unwrap_model(parts.model).state_dict(), payload,
-                    accel.process_index, accel.is_main_process, accel.wait_for_everyone, position)
+                    accel.process_index, parts.checkpoint_writer, accel.wait_for_everyone, position)
 
 
 def finish(parts: Parts) -> dict[str, Any]:

@@ -62,6 +62,7 @@ class Parts:
     gmacs: float
     attention: str
     compile_student: bool
+    checkpoint_writer: bool = True  # writes the weights into checkpoints: rank 0, or a machine with its own disk
     state: TrainState = field(default_factory=TrainState)
     rng: dict[str, Any] | None = None  # the checkpoint's random state, restored just before its next step
 
@@ -87,6 +88,7 @@ def setup(plan: Plan) -> Parts:
     from deitctl.runtime.attention import resolve_attention, set_attention
     from deitctl.runtime.compile import compile_in_place, fresh_compiler, resolve_compile_student
     from deitctl.runtime.precision import resolve_precision
+    from deitctl.training import nodes
     from deitctl.training.inputs import build_inputs
     from deitctl.training.losses import distillation_loss
     from deitctl.training.optim import make_optimizer
@@ -97,6 +99,8 @@ def setup(plan: Plan) -> Parts:
     cpu = opts.cpu or not torch.cuda.is_available()  # accelerate only forms a CPU process group when told
     precision = resolve_precision(recipe.precision, torch.device("cpu" if cpu else "cuda"))
     accel = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=cpu)
+    writer = nodes.keep_local_copy(plan, accel, nodes.sees_main_run_dir(plan, accel))
+    plan.resume_from = nodes.common_checkpoint(plan, accel)
     micro, accum = batch_plan(recipe.batch_size, accel.num_processes, opts.per_device_batch)
     set_seed(recipe.seed)  # identical model init on every process
     data = build_inputs(plan, accel, micro, accum)
@@ -115,7 +119,8 @@ def setup(plan: Plan) -> Parts:
                              tau=recipe.distillation_tau, soft_reduction=recipe.soft_reduction,
                              label_smoothing=0.0 if data["mixup"] is not None else recipe.label_smoothing)
     parts = Parts(plan, accel, precision, micro, accum, model=model, teacher=teacher, optimizer=optimizer, ema=ema,
-                  loss=loss, params=params, gmacs=gmacs, attention=kind, compile_student=False, **data)
+                  loss=loss, params=params, gmacs=gmacs, attention=kind, compile_student=False, checkpoint_writer=writer,
+                  **data)
     _resume(parts)
     parts.compile_student = resolve_compile_student(recipe.compile_student, parts.total_steps)
     if parts.compile_student:

@@ -108,8 +108,13 @@ def plan_run(recipe_ref: str, opts: RunOptions) -> Plan:
         lock.release()
         run.path.mkdir(parents=True)
         lock = run.lock("deitctl train").acquire()
-    run.create(dump_recipe(recipe), {k: v for k, v in asdict(opts).items() if k in _DATA_OPTIONS})
+    record_run(run, recipe, opts)
     return Plan(recipe, run, opts, lock=lock)
+
+
+def record_run(run: RunDir, recipe: Recipe, opts: RunOptions) -> None:
+    """recipe.yaml and run.json: what ``--resume`` continues with."""
+    run.create(dump_recipe(recipe), {k: v for k, v in asdict(opts).items() if k in _DATA_OPTIONS})
 
 
 def _plan_resume(opts: RunOptions) -> Plan:
