@@ -3,8 +3,12 @@
 It answers the endpoints the client uses to create repos and branches, upload (regular files inline
 in the commit, ``*.safetensors``/``*.png`` through the LFS batch API like the Hub's .gitattributes),
 read repo info, list trees and download files — with the Hub's error headers (``X-Error-Code``).
+Model repos (``/api/models/…``, ``/{id}/resolve/…``) and dataset repos (``/api/datasets/…``,
+``/datasets/{id}/resolve/…``, what ``datasets.load_dataset(id, streaming=True)`` reads through
+``HfFileSystem``) share the same routes; downloads answer ``Range`` requests with 206 Partial Content.
 Listens on 127.0.0.1 only, on a free port, in a daemon thread. Tests inspect ``HubState`` to see
-what was committed (e.g. that a refused push sent nothing).
+what was committed (e.g. that a refused push sent nothing) and which byte ranges were read.
+State keys: a model repo is ``org/name``, a dataset repo ``datasets/org/name`` (see ``repo_key``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".png", ".onnx", ".bin")
 GITATTRIBUTES = b"".join(b"*%s filter=lfs diff=lfs merge=lfs -text\n" % s.encode() for s in LFS_SUFFIXES)
+
+
+KINDS = {"models": "model", "datasets": "dataset"}  # URL segment -> repo_type
+
+
+def repo_key(repo_id: str, repo_type: str | None = None) -> str:
+    """Where ``HubState.repos`` keeps a repo: models under their id, datasets under ``datasets/{id}`` (as in URLs)."""
+    return repo_id if repo_type in (None, "model") else f"{repo_type}s/{repo_id}"
 
 
 def git_oid(data: bytes) -> str:
@@ -42,6 +54,7 @@ class HubState:
     commits_made: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (repo, commit, paths)
     tampered: dict[tuple[str, str], bytes] = field(default_factory=dict)  # (commit, path) -> bytes served instead
     requests: list[str] = field(default_factory=list)
+    ranges: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header) of each ranged download
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def new_commit(self, repo_id: str, branch: str, files: dict[str, bytes], message: str) -> str:
@@ -125,18 +138,20 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------------------------- routes
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> None:
+        api = r"/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)"  # a model or dataset repo's API
+        web = r"/(?:(?P<kind>datasets)/)?(?P<repo>[^/]+/[^/]+)"  # its web path: /org/name or /datasets/org/name
         routes: list[tuple[str, str, Any]] = [
             ("POST", r"/api/repos/create", self.create_repo),
             ("POST", r"/api/validate-yaml", lambda body: self._send(200, {"errors": [], "warnings": []})),
-            ("POST", r"/api/models/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>.+)", self.preupload),
-            ("POST", r"/api/models/(?P<repo>[^/]+/[^/]+)/commit/(?P<rev>.+)", self.commit),
-            ("POST", r"/api/models/(?P<repo>[^/]+/[^/]+)/branch/(?P<branch>.+)", self.create_branch),
-            ("POST", r"/api/models/(?P<repo>[^/]+/[^/]+)/paths-info/(?P<rev>.+)", self.paths_info),
-            ("POST", r"/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", self.lfs_batch),
+            ("POST", rf"{api}/preupload/(?P<rev>.+)", self.preupload),
+            ("POST", rf"{api}/commit/(?P<rev>.+)", self.commit),
+            ("POST", rf"{api}/branch/(?P<branch>.+)", self.create_branch),
+            ("POST", rf"{api}/paths-info/(?P<rev>.+)", self.paths_info),
+            ("POST", rf"{web}\.git/info/lfs/objects/batch", self.lfs_batch),
             ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", self.lfs_put),
-            ("GET", r"/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?", self.tree),
-            ("GET", r"/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>.+))?", self.model_info),
-            ("GET|HEAD", r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self.resolve),
+            ("GET", rf"{api}/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?", self.tree),
+            ("GET", rf"{api}(?:/revision/(?P<rev>.+))?", self.repo_info),
+            ("GET|HEAD", rf"{web}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self.resolve),
         ]
         for methods, pattern, handler in routes:
             match = re.fullmatch(pattern, path)
@@ -145,6 +160,8 @@ class Handler(BaseHTTPRequestHandler):
                     # (the LFS PUT goes to a pre-signed storage URL: no token, like S3 on the real Hub)
                     self._check_auth()
                 args = match.groupdict()
+                if "kind" in args:  # handlers see the repo's state key: org/name or datasets/org/name
+                    args["repo"] = repo_key(args["repo"], KINDS.get(args.pop("kind") or "models"))
                 extra = {"body": body} if method in ("POST", "PUT") else {"query": query, "method": method}
                 return handler(**args, **extra)
         raise HubError(404, None, f"no route for {method} {path}")
@@ -166,6 +183,11 @@ class Handler(BaseHTTPRequestHandler):
             raise HubError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         return commit, repo.commits[commit]
 
+    @staticmethod
+    def _id(key: str) -> tuple[str, str]:
+        """(repo id, repo type) of a state key."""
+        return (key.removeprefix("datasets/"), "dataset") if key.startswith("datasets/") else (key, "model")
+
     @property
     def base(self) -> str:
         host, port = self.server.server_address[:2]
@@ -182,11 +204,15 @@ class Handler(BaseHTTPRequestHandler):
     def create_repo(self, body: bytes) -> None:
         payload = json.loads(body)
         repo_id = f"{payload.get('organization')}/{payload['name']}"
-        url = f"{self.base}/{repo_id}"
-        if repo_id in self.state.repos:
-            return self._send(409, {"error": "You already created this model repo", "url": url})
-        self.state.repos[repo_id] = Repo(private=payload.get("visibility") == "private")
-        self.state.new_commit(repo_id, "main", {".gitattributes": GITATTRIBUTES}, "initial commit")
+        repo_type = payload.get("type") or "model"
+        if repo_type not in KINDS.values():
+            raise HubError(400, None, f"repo type {repo_type!r} is not served here")
+        key = repo_key(repo_id, repo_type)
+        url = f"{self.base}/{key}"
+        if key in self.state.repos:
+            return self._send(409, {"error": f"You already created this {repo_type} repo", "url": url})
+        self.state.repos[key] = Repo(private=payload.get("visibility") == "private")
+        self.state.new_commit(key, "main", {".gitattributes": GITATTRIBUTES}, "initial commit")
         return self._send(200, {"url": url, "name": repo_id})
 
     def create_branch(self, repo: str, branch: str, body: bytes) -> None:
@@ -242,7 +268,7 @@ class Handler(BaseHTTPRequestHandler):
         return self._send(200, {"commitOid": commit, "commitUrl": f"{self.base}/{repo}/commit/{commit}", "success": True})
 
     # --------------------------------------------------------------------------------- reading
-    def model_info(self, repo: str, rev: str | None, query: dict[str, list[str]], method: str) -> None:
+    def repo_info(self, repo: str, rev: str | None, query: dict[str, list[str]], method: str) -> None:
         commit, files = self._files(repo, rev)
         blobs = query.get("blobs", ["false"])[0].lower() == "true"
         siblings = []
@@ -251,22 +277,49 @@ class Handler(BaseHTTPRequestHandler):
             if blobs:
                 entry.update(size=len(content), blobId=git_oid(content), **self._lfs(path, content, "sha256"))
             siblings.append(entry)
-        return self._send(200, {"id": repo, "modelId": repo, "sha": commit, "private": self._repo(repo).private,
-                                "library_name": "timm", "tags": [], "siblings": siblings})
+        repo_id, repo_type = self._id(repo)
+        info = {"id": repo_id, "sha": commit, "private": self._repo(repo).private, "tags": [], "siblings": siblings}
+        if repo_type == "model":
+            return self._send(200, {**info, "modelId": repo_id, "library_name": "timm"})
+        return self._send(200, {**info, "_id": commit[:24], "author": repo_id.split("/")[0], "disabled": False,
+                                "gated": False, "downloads": 0, "likes": 0, "cardData": self._card_data(files)})
+
+    @staticmethod
+    def _card_data(files: dict[str, bytes]) -> dict[str, Any]:
+        """The README.md card's YAML front matter, as the Hub reports it in ``cardData``."""
+        import yaml
+
+        text = files.get("README.md", b"").decode()
+        if not text.startswith("---\n") or "\n---" not in text[3:]:
+            return {}
+        return yaml.safe_load(text[4:text.index("\n---", 3)]) or {}
+
+    @staticmethod
+    def _dirs(files: dict[str, bytes]) -> set[str]:
+        """Every folder that holds a file (a git tree has no empty folders)."""
+        return {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
 
     def _listing(self, repo: str, rev: str, paths: list[str]) -> list[dict[str, Any]]:
         _, files = self._files(repo, rev)
+        dirs = self._dirs(files)
         return [{"type": "file", "path": p, "oid": git_oid(files[p]), "size": len(files[p]), **self._lfs(p, files[p], "oid")}
-                for p in paths if p in files]
+                if p in files else {"type": "directory", "path": p, "oid": hashlib.sha1(p.encode()).hexdigest(), "size": 0}
+                for p in paths if p in files or p in dirs]
 
     def tree(self, repo: str, rev: str, sub: str | None, query: dict[str, list[str]], method: str) -> None:
         _, files = self._files(repo, rev)
-        if sub and not any(p == sub or p.startswith(sub.rstrip("/") + "/") for p in files):
+        sub = (sub or "").strip("/")
+        if sub in files:  # a file's own path lists that file
+            return self._send(200, self._listing(repo, rev, [sub]))
+        if sub and sub not in self._dirs(files):
             raise HubError(404, "EntryNotFound", f"{sub} does not exist on {rev}")
-        return self._send(200, self._listing(repo, rev, [p for p in sorted(files) if not sub or p.startswith(sub)]))
+        recursive = query.get("recursive", ["false"])[0].lower() == "true"
+        under = [p for p in sorted(files | dict.fromkeys(self._dirs(files), b"")) if not sub or p.startswith(sub + "/")]
+        depth = sub.count("/") + 1 if sub else 0
+        return self._send(200, self._listing(repo, rev, [p for p in under if recursive or p.count("/") == depth]))
 
     def paths_info(self, repo: str, rev: str, body: bytes) -> None:
-        paths = parse_qs(body.decode()).get("paths", [])
+        paths = [p.strip("/") for p in parse_qs(body.decode()).get("paths", [])]
         return self._send(200, self._listing(repo, rev, paths))
 
     def resolve(self, repo: str, rev: str, file: str, query: dict[str, list[str]], method: str) -> None:
@@ -277,7 +330,30 @@ class Handler(BaseHTTPRequestHandler):
         lfs = file.endswith(LFS_SUFFIXES)
         etag = hashlib.sha256(content).hexdigest() if lfs else git_oid(content)
         headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
-        return self._send(200, raw=content, headers=headers, head=method == "HEAD")
+        wanted = self.headers.get("Range")
+        if not wanted or method == "HEAD":
+            return self._send(200, raw=content, headers=headers, head=method == "HEAD")
+        self.state.ranges.append((unquote(urlsplit(self.path).path), wanted))
+        span = self._byte_range(wanted, len(content))
+        if span is None:
+            return self._send(416, {"error": f"range {wanted} not satisfiable"},
+                              {**headers, "Content-Range": f"bytes */{len(content)}"})
+        start, stop = span
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(content)}"
+        return self._send(206, raw=content[start:stop], headers=headers)
+
+    @staticmethod
+    def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+        """``bytes=a-b``, ``bytes=a-`` or ``bytes=-n`` (one range) as a [start, stop) slice; None if unsatisfiable."""
+        match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
+        if not match or match.groups() == ("", ""):
+            return None
+        first, last = match.groups()
+        if first == "":
+            start, stop = max(0, size - int(last)), size
+        else:
+            start, stop = int(first), min(size, int(last) + 1) if last else size
+        return (start, stop) if start < stop else None
 
 
 class HubServer:

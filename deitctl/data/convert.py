@@ -188,7 +188,8 @@ def write_card(out: Path, plan: Plan, features: Any) -> None:
 
     kind = plan.format
     info = {"features": features._to_yaml_list(),
-            "splits": [{"name": s, "num_examples": st["rows"]} for s, st in plan.splits.items()]}
+            "splits": [{"name": s, "num_bytes": sum(x["bytes"] for x in st["shards"]), "num_examples": st["rows"]}
+                       for s, st in plan.splits.items()]}
     ext = "parquet" if kind == "parquet" else "tar"
     configs = [{"config_name": "default",
                 "data_files": [{"split": s, "path": f"{s}-*.{ext}"} for s in plan.splits]}]

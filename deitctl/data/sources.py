@@ -190,8 +190,12 @@ def _load_hub(hub_id: str, name: str) -> dict[str, Dataset]:
         raise _not_cached(hub_id, name) from None  # offline, datasets' way of saying "not cached"
 
 
+@functools.cache
 def _stream_hub(hub_id: str, name: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """All splits of a Hub dataset as streams (read over HTTP as trained on), and their sizes from its card."""
+    """All splits of a Hub dataset as streams (read over HTTP as trained on), and their sizes from its card.
+
+    Resolved once per process: the train and eval splits come from the same commit, and the checks before the
+    run and the run itself do not ask the Hub four times."""
     from deitctl.hub.reach import online
 
     if not online(datasets=True):
