@@ -13,6 +13,12 @@ path, RandomCrop(padding 4), where timm uses RandomResizedCrop + colour jitter).
 gets our 0-bit Posterize fix (``transforms._pillow_safe``); without it, it crashes on Pillow 13.
 
     .venv/bin/python benchmarks/bench_data.py [--repeats 5] [--batches 20] [--workers 1] [--only jpeg]
+
+``--only imagenet``: an ImageNet-shaped folder (1,000 class folders of 500×375 JPEGs at quality 90) with the
+DeiT-B recipe's augmentation (RandomResizedCrop 224 + flip + RandAugment 9/0.5 + random erasing 0.25): img/s per
+worker of decoding alone (the ceiling), timm's ``create_loader``, deitctl's folder path (the training loader: the
+folder index, repeated augmentation's sampler, per-sample seeds) and its streamed path (the same files converted
+to parquet shards by ``deitctl data convert``), interleaved, medians of ``--repeats``.
 """
 
 from __future__ import annotations
@@ -42,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers (results are per worker)")
     p.add_argument("--jpegs", type=int, default=512, help="JPEG files to generate")
     p.add_argument("--jpeg-size", type=int, default=256, help="approximate JPEG side in pixels")
-    p.add_argument("--only", choices=("fashion", "jpeg"), help="run one dataset only")
+    p.add_argument("--only", choices=("fashion", "jpeg", "imagenet"), help="run one case only")
+    p.add_argument("--imagenet-classes", type=int, default=1000, help="imagenet case: class folders")
+    p.add_argument("--imagenet-per-class", type=int, default=2, help="imagenet case: 500×375 JPEGs per class")
     return p.parse_args(argv)
 
 
@@ -109,17 +117,8 @@ def timm_loader(name: str, root: Path, recipe, args: argparse.Namespace, transfo
 
 def images_per_second(loader, args: argparse.Namespace) -> float:
     """Median over repeats of images/s per worker; the first batch of each pass is not timed."""
-    rates, batches = [], min(args.batches, len(loader) - 1)
-    for _ in range(args.repeats):
-        it = iter(loader)
-        next(it)
-        start, seen = time.perf_counter(), 0
-        for _ in range(batches):
-            images, _ = next(it)
-            seen += len(images)
-        rates.append(seen / (time.perf_counter() - start))
-        del it
-    return statistics.median(rates) / max(1, args.workers)
+    batches = min(args.batches, len(loader) - 1)
+    return statistics.median(one_pass(loader, batches) for _ in range(args.repeats)) / max(1, args.workers)
 
 
 def bench_rows(args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
@@ -145,6 +144,86 @@ def bench_rows(args: argparse.Namespace) -> list[tuple[str, float, float, float]
     return rows
 
 
+# ------------------------------------------------------------------- ImageNet-like, 224 px
+class DecodeOnly:
+    """Read + decode each file to RGB, nothing else: the ceiling of any pipeline on these files."""
+
+    def __init__(self, files: list[str]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        import torch
+        from PIL import Image
+
+        with Image.open(self.files[index]) as img:
+            img.convert("RGB").load()
+        return torch.zeros(1), 0
+
+
+def imagenet_loaders(args: argparse.Namespace) -> dict[str, object]:
+    """The same 500×375 q90 JPEGs (ImageNet-shaped folder) through each pipeline, with the DeiT-B augmentation."""
+    from imagenet_tree import make_tree
+    from torch.utils.data import DataLoader
+
+    from deitctl.app.convert import ConvertRequest, convert
+    from deitctl.config.loader import load_recipe
+    from deitctl.data.loaders import build_train_loader
+    from deitctl.data.sampler import RepeatAugSampler
+    from deitctl.data.samples import collate, with_transform
+    from deitctl.data.splits import load_split, load_stream
+    from deitctl.data.streaming import ShardStream, StreamLoader
+    from deitctl.data.transforms import train_transform
+
+    recipe = load_recipe("deit-b")  # RandomResizedCrop 224 bicubic + flip + RandAugment 9/0.5 + erasing 0.25
+    root = make_tree(TMP / "imagenet", args.imagenet_classes, args.imagenet_per_class, 1, kind="photo")
+    split = load_split(str(root), "train")
+    files = [v["path"] for v in split.dataset[split.image_column]]
+    folder, _ = build_train_loader(with_transform(split, train_transform(recipe), 3),
+                                   RepeatAugSampler(len(split), repeats=recipe.repeated_aug, seed=0),
+                                   args.batch_size, args.workers, 0, collate)
+    convert(ConvertRequest(str(root), TMP / "imagenet-pq", "parquet", "64MB", split="train"))
+    stream = load_stream(str(TMP / "imagenet-pq"), "train")
+    streamed = StreamLoader(ShardStream(stream, train_transform(recipe), 3, args.batch_size, buffer=1000,
+                                        repeats=recipe.repeated_aug), min(args.workers, stream.num_shards))
+    streamed.set_epoch(0)
+    return {
+        "decode only (ceiling)": DataLoader(DecodeOnly(files), batch_size=args.batch_size, shuffle=True,
+                                            num_workers=args.workers, persistent_workers=args.workers > 0),
+        "timm create_loader": timm_loader("", root, recipe, args),
+        "deitctl folder": folder,
+        "deitctl streamed (parquet)": streamed,
+    }
+
+
+def one_pass(loader, batches: int) -> float:
+    """Images per second over ``batches`` batches, the first batch (worker start, prefetch) not timed."""
+    it = iter(loader)
+    next(it)
+    start, seen = time.perf_counter(), 0
+    for _ in range(batches):
+        images, _ = next(it)
+        seen += len(images)
+    rate = seen / (time.perf_counter() - start)
+    del it
+    return rate
+
+
+def bench_imagenet(args: argparse.Namespace) -> None:
+    from machine import ratio_table
+
+    loaders = imagenet_loaders(args)
+    print(f"  {args.imagenet_classes * args.imagenet_per_class} JPEGs 500×375 q90 ready", file=sys.stderr)
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for _ in range(args.repeats):  # interleaved: each repeat runs every pipeline once
+        for name, loader in loaders.items():
+            rates[name].append(one_pass(loader, args.batches) / max(1, args.workers))
+    print(ratio_table(f"ImageNet-like, DeiT-B augmentation, batch {args.batch_size}, workers {args.workers}",
+                      "img/s per worker", rates))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from machine import header
@@ -157,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
 
     datasets.disable_progress_bars()
     try:
+        if args.only == "imagenet":
+            bench_imagenet(args)
+            return
         rows = bench_rows(args)
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
