@@ -18,7 +18,8 @@ gets our 0-bit Posterize fix (``transforms._pillow_safe``); without it, it crash
 DeiT-B recipe's augmentation (RandomResizedCrop 224 + flip + RandAugment 9/0.5 + random erasing 0.25): img/s per
 worker of decoding alone (the ceiling), timm's ``create_loader``, deitctl's folder path (the training loader: the
 folder index, repeated augmentation's sampler, per-sample seeds) and its streamed path (the same files converted
-to parquet shards by ``deitctl data convert``), interleaved, medians of ``--repeats``.
+to parquet shards by ``deitctl data convert``), each with and without ``decode_once`` (the recipe's 3 repeated
+copies of a sample decoded once), interleaved, medians of ``--repeats``.
 """
 
 from __future__ import annotations
@@ -181,20 +182,29 @@ def imagenet_loaders(args: argparse.Namespace) -> dict[str, object]:
     root = make_tree(TMP / "imagenet", args.imagenet_classes, args.imagenet_per_class, 1, kind="photo")
     split = load_split(str(root), "train")
     files = [v["path"] for v in split.dataset[split.image_column]]
-    folder, _ = build_train_loader(with_transform(split, train_transform(recipe), 3),
-                                   RepeatAugSampler(len(split), repeats=recipe.repeated_aug, seed=0),
-                                   args.batch_size, args.workers, 0, collate)
     convert(ConvertRequest(str(root), TMP / "imagenet-pq", "parquet", "64MB", split="train"))
     stream = load_stream(str(TMP / "imagenet-pq"), "train")
-    streamed = StreamLoader(ShardStream(stream, train_transform(recipe), 3, args.batch_size, buffer=1000,
-                                        repeats=recipe.repeated_aug), min(args.workers, stream.num_shards))
-    streamed.set_epoch(0)
+
+    def folder(decode_once: bool):
+        return build_train_loader(with_transform(split, train_transform(recipe), 3),
+                                  RepeatAugSampler(len(split), repeats=recipe.repeated_aug, seed=0),
+                                  args.batch_size, args.workers, 0, collate, decode_once=decode_once)[0]
+
+    def streamed(decode_once: bool):
+        loader = StreamLoader(ShardStream(stream, train_transform(recipe), 3, args.batch_size, buffer=1000,
+                                          repeats=recipe.repeated_aug, decode_once=decode_once),
+                              min(args.workers, stream.num_shards))
+        loader.set_epoch(0)
+        return loader
+
     return {
         "decode only (ceiling)": DataLoader(DecodeOnly(files), batch_size=args.batch_size, shuffle=True,
                                             num_workers=args.workers, persistent_workers=args.workers > 0),
         "timm create_loader": timm_loader("", root, recipe, args),
-        "deitctl folder": folder,
-        "deitctl streamed (parquet)": streamed,
+        "deitctl folder": folder(True),
+        "deitctl folder, decode_once off": folder(False),
+        "deitctl streamed (parquet)": streamed(True),
+        "deitctl streamed, decode_once off": streamed(False),
     }
 
 

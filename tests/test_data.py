@@ -390,6 +390,35 @@ def test_seeded_batches_equal_seeded_samples(tiny_data):
     assert not torch.equal(batch[0]["x"], ds[(2, 0)]["x"])  # another epoch, another augmentation
 
 
+def test_decode_once_gives_repeated_copies_the_images_decoding_each_gives(tmp_path, monkeypatch):
+    """Repeated augmentation's copies of a sample, decoded once at 224 px with the DeiT-B augmentation, are the
+    same tensors as with each copy decoded (the off switch), and the decoder runs once per distinct sample."""
+    import torch
+    from PIL import Image
+
+    from deitctl.config.loader import load_recipe
+    from deitctl.data.loaders import SeededDataset
+    from deitctl.data.transforms import train_transform
+
+    for i in range(4):
+        (tmp_path / "imgs" / "train" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.effect_mandelbrot((300, 260), (-2 + i / 4, -1.2, 1, 1.2), 60).convert("RGB").save(
+            tmp_path / "imgs" / "train" / f"c{i % 2}" / f"{i}.jpg", quality=90)
+    split = splits.load_split(str(tmp_path / "imgs"))
+    transform = train_transform(load_recipe("deit-b"))
+    keys = [(0, 2, 0), (0, 2, 1), (0, 2, 2), (0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 3, 0)]  # as EpochSampler tags them
+    decodes = []
+    real = samples.decode_image
+    monkeypatch.setattr(samples, "decode_image", lambda *a, **k: decodes.append(a[0]["path"]) or real(*a, **k))
+    once = SeededDataset(samples.with_transform(split, transform, 3), seed=1).__getitems__(keys)
+    assert len(decodes) == 3
+    each = SeededDataset(samples.with_transform(split, transform, 3), seed=1, decode_once=False).__getitems__(keys)
+    assert len(decodes) == 3 + 7
+    for a, b in zip(once, each, strict=True):
+        assert torch.equal(a["x"], b["x"]) and a["y"] == b["y"]
+    assert not torch.equal(once[0]["x"], once[1]["x"])  # each copy its own augmentation
+
+
 def test_fast_augment_off_switch_gives_the_same_images():
     import numpy as np
     import torch

@@ -106,3 +106,17 @@ def test_drives_a_dataloader():
     batches = list(DataLoader(list(range(100, 112)), batch_size=6, sampler=sampler))
     assert len(batches) == 2 and all(len(b) == 6 for b in batches)
     assert batches[0][0] == batches[0][1] == batches[0][2]
+
+
+@pytest.mark.parametrize(("world", "n", "epoch_len"), [(1, 7, "nominal"), (2, 7, "full"), (3, 5, "full"), (4, 3, "full")])
+def test_every_copy_of_a_repeated_sample_has_its_own_number(world, n, epoch_len):
+    """(index, copy) pairs never repeat within an epoch, across all ranks, padding included: each copy gets its own
+    augmentation seed."""
+    pairs = []
+    for rank in range(world):
+        sampler = RepeatAugSampler(n, world, rank, repeats=3, epoch_len=epoch_len, seed=2)
+        copies = sampler.copies()
+        assert len(copies) == len(sampler)
+        pairs += list(zip(sampler, copies, strict=True))
+    assert len(set(pairs)) == len(pairs)
+    assert {c for _, c in pairs} >= {0, 1, 2}

@@ -68,6 +68,21 @@ def test_repeated_augmentation_streams_consecutive_copies(parquet4):
     assert all(len(set(got[i:i + 3])) == 1 for i in range(0, 12, 3)) and len(set(got)) == 4
 
 
+def test_decode_once_streams_the_images_decoding_each_copy_gives(parquet4):
+    from deitctl.config.loader import load_recipe
+    from deitctl.data.transforms import train_transform
+
+    split = load_stream(str(parquet4), "train")
+    transform = train_transform(load_recipe("fashion-deit-ti", ["img_size=16", "in_chans=1"]))
+    batches = []
+    for decode_once in (True, False):
+        ld = StreamLoader(ShardStream(split, transform, 1, 6, repeats=3, buffer=8, decode_once=decode_once), 0)
+        ld.set_epoch(0)
+        batches.append([x for x, _ in itertools.islice(ld, 3)])
+    assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
+    assert not torch.equal(batches[0][0][0], batches[0][0][1])  # copies of one sample, augmented apiece
+
+
 @pytest.mark.parametrize(("world", "workers", "buffer", "repeats"), [(1, 2, 8, 1), (2, 2, 5, 3), (1, 0, 7, 1),
                                                                        (1, 3, 8, 2)])
 def test_resumed_stream_continues_at_the_exact_sample(parquet4, tmp_path, world, workers, buffer, repeats):

@@ -91,6 +91,7 @@ class Recipe(BaseModel):
     attention: Literal["auto", "fused", "math"] = "auto"  # auto: math when training on a CPU, fused elsewhere
     fused_optimizer: bool = True  # AdamW's fused kernel
     fast_augment: bool = True  # <= 32 px: the augmentation in NumPy (bit-identical to the torchvision ops, 2.3x cheaper)
+    decode_once: bool = True  # repeated augmentation's copies of a sample decode once (bit-identical; data.loaders)
 
     @property
     def effective_lr(self) -> float:

@@ -1,8 +1,8 @@
 """DataLoaders: training (sample order from the sampler, augmentation randomness from the sample) and eval.
 
-Each training sample's augmentation is seeded by (seed, epoch, index) — not by worker id or position
-in the stream — so a run resumed mid-epoch, or run with another number of workers or processes, sees
-exactly the same augmented images as an uninterrupted one. The eval loader is unshuffled and
+Each training sample's augmentation is seeded by (seed, epoch, index, copy) — copy: which of repeated
+augmentation's copies it is — not by worker id or position in the stream, so a run resumed mid-epoch, or run
+with another number of workers or processes, sees exactly the same augmented images as an uninterrupted one. The eval loader is unshuffled and
 preprocesses exactly as the model's DataConfig says.
 """
 
@@ -30,32 +30,38 @@ if TYPE_CHECKING:
 
 
 class SeededDataset(Dataset):
-    """Wraps a transformed dataset; indexed by ``(epoch, index)`` keys from :class:`EpochSampler`."""
+    """Wraps a transformed dataset; indexed by ``(epoch, index[, copy])`` keys from :class:`EpochSampler`.
 
-    def __init__(self, dataset: Any, seed: int) -> None:
-        self.dataset, self.seed = dataset, seed
+    ``decode_once``: the copies of a sample in one batch (repeated augmentation, one process) are decoded once.
+    """
+
+    def __init__(self, dataset: Any, seed: int, decode_once: bool = True) -> None:
+        self.dataset, self.seed, self.decode_once = dataset, seed, decode_once
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
+    def __getitem__(self, key: tuple[int, ...]) -> Any:
         return self.__getitems__([key])[0]
 
-    def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
+    def __getitems__(self, keys: list[tuple[int, ...]]) -> list[Any]:
         """A whole batch (torch's DataLoader passes one): rows read from Arrow in one call, each sample then
-        augmented under its own seed."""
-        rows = self.dataset.rows([index for _, index in keys])
+        augmented under its own seed (copy 0 keeps the (seed, epoch, index) seed runs without repeats always had)."""
+        rows = self.dataset.rows([key[1] for key in keys])
         in_worker = torch.utils.data.get_worker_info() is not None  # a worker process: its RNG is ours to set
+        decoded: dict[int, Any] | None = {} if self.decode_once else None
         with contextlib.nullcontext() if in_worker else preserved_rng(cuda=False):  # else leave the training RNG
             out = []
-            for (epoch, index), row in zip(keys, rows, strict=True):
-                seed_all(int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]))
-                out.append(self.dataset.sample(*row))
+            for (epoch, index, *copy), row in zip(keys, rows, strict=True):
+                entropy = [self.seed, epoch, index, *(c for c in copy if c)]
+                seed_all(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+                out.append(self.dataset.sample(*row, decoded=decoded))
         return out
 
 
 class EpochSampler(Sampler):
-    """Tags the indices of an epoch-aware sampler with the epoch, and can skip a prefix (resume)."""
+    """Tags the indices of an epoch-aware sampler with the epoch and the copy number (repeated augmentation),
+    and can skip a prefix (resume)."""
 
     def __init__(self, sampler: Any) -> None:
         self.sampler, self.epoch, self.skip = sampler, 0, 0
@@ -67,16 +73,17 @@ class EpochSampler(Sampler):
     def __len__(self) -> int:
         return len(self.sampler) - self.skip
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in itertools.islice(iter(self.sampler), self.skip, None):
-            yield self.epoch, int(index)
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        copies = self.sampler.copies() if hasattr(self.sampler, "copies") else itertools.repeat(0)
+        for index, copy in itertools.islice(zip(self.sampler, copies, strict=False), self.skip, None):  # repeat(0): endless
+            yield self.epoch, int(index), int(copy)
 
 
 def build_train_loader(dataset: Any, sampler: Any, batch_size: int, num_workers: int, seed: int,
-                       collate_fn: Any, pin_memory: bool = False) -> tuple[DataLoader, EpochSampler]:
+                       collate_fn: Any, pin_memory: bool = False, decode_once: bool = True) -> tuple[DataLoader, EpochSampler]:
     epoch_sampler = EpochSampler(sampler)
     loader = DataLoader(
-        SeededDataset(dataset, seed),
+        SeededDataset(dataset, seed, decode_once),
         batch_size=batch_size,
         sampler=epoch_sampler,
         drop_last=True,  # Mixup needs even batches, and every step sees a full batch

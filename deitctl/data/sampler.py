@@ -97,3 +97,13 @@ class RepeatAugSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.global_order()[self.rank :: self.num_replicas].tolist())
+
+    def copies(self) -> list[int]:
+        """Which copy of its sample each index of ``__iter__`` is — 0, 1, 2 for 3 repeats, counting on through the
+        padding — so that every copy gets its own augmentation (a seed per (epoch, index) alone would give the
+        copies the same one, and repeated augmentation would repeat images, not augmentations)."""
+        repeated = self.num_samples * self.repeats
+        if repeated == 0:
+            return []
+        positions = torch.arange(len(self) * self.num_replicas)[self.rank :: self.num_replicas]
+        return ((positions // repeated) * self.repeats + (positions % repeated) % self.repeats).tolist()

@@ -99,8 +99,16 @@ class TransformedSplit:
         rows = self.dataset[list(indices)]
         return list(zip(indices, rows[self.image_column], rows[self.label_column], strict=True))
 
-    def sample(self, index: int, image: dict[str, Any], label: int) -> dict[str, Any]:
-        return {"x": self.transform(decode_image(image, self.mode, index, self.where)), "y": int(label)}
+    def sample(self, index: int, image: dict[str, Any], label: int,
+               decoded: dict[int, Any] | None = None) -> dict[str, Any]:
+        """``decoded``: images already decoded for this batch, by index (repeated augmentation's copies of a sample
+        decode once; PIL's transforms return new images, so each copy is augmented from the same pixels)."""
+        img = decoded.get(index) if decoded is not None else None
+        if img is None:
+            img = decode_image(image, self.mode, index, self.where)
+            if decoded is not None:
+                decoded[index] = img
+        return {"x": self.transform(img), "y": int(label)}
 
 
 def with_transform(split: LabeledSplit, transform: Callable, channels: int) -> TransformedSplit:

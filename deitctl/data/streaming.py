@@ -64,7 +64,7 @@ class ShardStream(IterableDataset):
 
     def __init__(self, split: StreamSplit, transform: Callable, channels: int, batch_size: int, *, seed: int = 0,
                  rank: int = 0, world: int = 1, shuffle: bool = True, buffer: int = 1000, repeats: int = 1,
-                 drop_last: bool = True) -> None:
+                 drop_last: bool = True, decode_once: bool = True) -> None:
         self.base = split.dataset  # image + label (+ a WebDataset's shard and key, to name a sample)
         self.image, self.label = split.image_column, split.label_column
         self.keys = [c for c in ("__url__", "__key__") if c in (split.dataset.features or {})]
@@ -72,7 +72,7 @@ class ShardStream(IterableDataset):
         self.transform, self.mode, self.batch_size = transform, "L" if channels == 1 else "RGB", batch_size
         self.seed, self.rank, self.world = seed, rank, world
         self.shuffle, self.buffer, self.repeats, self.drop_last = shuffle, buffer if shuffle else 1, max(1, repeats), drop_last
-        self.epoch, self.resume = 0, None
+        self.epoch, self.resume, self.decode_once = 0, None, decode_once
 
     def epoch_stream(self) -> Any:
         """This process's part of the stream for this epoch (shard order shuffled by seed and epoch)."""
@@ -101,7 +101,8 @@ class ShardStream(IterableDataset):
                 if self.shuffle else range(len(chunk))
             sequence = [chunk[i] for i in order for _ in range(self.repeats)]
             for offset in range(skip, len(sequence)):
-                samples.append(self.sample(sequence[offset], (self.seed, self.epoch, self.rank, worker, produced)))
+                samples.append(self.sample(sequence[offset], (self.seed, self.epoch, self.rank, worker, produced),
+                                           reuse=offset > skip and sequence[offset] is sequence[offset - 1]))
                 produced += 1
                 if len(samples) == self.batch_size:
                     yield (*collate(samples), {"worker": worker, "stream": start, "block": block, "offset": offset + 1,
@@ -111,13 +112,15 @@ class ShardStream(IterableDataset):
         if samples and not self.drop_last:
             yield (*collate(samples), {"worker": worker, "stream": start, "block": block, "offset": 0, "produced": produced})
 
-    def sample(self, row: dict[str, Any], key: tuple[int, ...]) -> dict[str, Any]:
-        """Decode and transform one row, its randomness seeded by ``key`` (training only)."""
+    def sample(self, row: dict[str, Any], key: tuple[int, ...], reuse: bool = False) -> dict[str, Any]:
+        """Decode and transform one row, its randomness seeded by ``key`` (training only). ``reuse``: the row is a
+        repeated-augmentation copy of the previous one, whose decoded image serves again (with ``decode_once``)."""
         if self.shuffle:
             seed_all(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
-        where = " ".join(f"{k.strip('_')} {row[k]}" for k in self.keys) or self.where
-        image = decode_image(row[self.image], self.mode, None if self.keys else key[-1], where)
-        return {"x": self.transform(image), "y": int(row[self.label])}
+        if not (reuse and self.decode_once):
+            where = " ".join(f"{k.strip('_')} {row[k]}" for k in self.keys) or self.where
+            self.last_image = decode_image(row[self.image], self.mode, None if self.keys else key[-1], where)
+        return {"x": self.transform(self.last_image), "y": int(row[self.label])}
 
 
 class StreamLoader:

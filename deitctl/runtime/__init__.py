@@ -15,6 +15,10 @@ floating-point rounding. The recipe keys that switch them:
   fused_optimizer: true  AdamW's fused kernel: one pass over all parameters instead of one per tensor
   fast_augment: true     images of <= 32 px augmented in NumPy, bit-identical to the torchvision ops and 2.3x
                          cheaper per image (on 2 cores the data worker takes its CPU from the training step)
+  decode_once: true      repeated augmentation's copies of a sample in one loader worker decode once and are
+                         augmented apiece: bit-identical, 1.21x (folder) / 1.25x (stream) images per worker at
+                         224 px (benchmarks/bench_data.py --only imagenet); map-style data with several
+                         processes deals the copies to different processes, where it cannot apply
 
 Inference (``deitctl eval`` / ``bench``) uses the same rules on a model that no longer trains: it is cast to
 bf16 whole (no fp32 master weights to keep, no per-op casts) and, with ``--compile``, frozen and compiled.

@@ -73,7 +73,7 @@ def _map_style(plan: Plan, accel: Accelerator, micro: int) -> dict[str, Any]:
                                repeats=recipe.repeated_aug, seed=recipe.seed)
     train_ds = with_transform(train_split, train_transform(recipe), recipe.in_chans)
     train_loader, epoch_sampler = build_train_loader(train_ds, sampler, micro, recipe.num_workers, recipe.seed,
-                                                     collate, pin_memory=accel.device.type == "cuda")
+                                                     collate, accel.device.type == "cuda", recipe.decode_once)
     eval_loader = accel.prepare_data_loader(
         build_eval_loader(eval_split, recipe_data_config(recipe), max(micro, 64), recipe.num_workers),
         device_placement=True)
@@ -104,7 +104,8 @@ def _streamed(plan: Plan, accel: Accelerator, micro: int) -> dict[str, Any]:
 
     workers, how = layout(train.num_shards, world, recipe.num_workers)
     stream = ShardStream(train, train_transform(recipe), recipe.in_chans, micro, seed=recipe.seed, rank=rank,
-                         world=world, buffer=recipe.shuffle_buffer, repeats=recipe.repeated_aug)
+                         world=world, buffer=recipe.shuffle_buffer, repeats=recipe.repeated_aug,
+                         decode_once=recipe.decode_once)
     loader = StreamLoader(stream, workers, accel.device.type == "cuda", all_have if world > 1 else None)
     eval_workers, _ = layout(evals.num_shards, world, recipe.num_workers)
     eval_stream = ShardStream(evals, recipe_eval_transform(recipe), recipe.in_chans, max(micro, 64), rank=rank,

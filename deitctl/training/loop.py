@@ -193,7 +193,8 @@ def announce(parts: Parts) -> None:
     compiled = f"{on(parts.teacher.compiled)} ({parts.teacher.precision})" if parts.teacher is not None else "—"
     log(f"speed on {describe(accel.device)}: attention {parts.attention}  |  compile teacher {compiled}, student "
         f"{on(parts.compile_student)} ({parts.total_steps} steps)  |  fused optimizer {on(recipe.fused_optimizer)}  |  "
-        f"fast augment {on(recipe.fast_augment and recipe.img_size <= SMALL)}  |  data workers {parts.train_loader.num_workers}"
+        f"fast augment {on(recipe.fast_augment and recipe.img_size <= SMALL)}  |  decode once "
+        f"{on(recipe.decode_once and recipe.repeated_aug > 1)}  |  data workers {parts.train_loader.num_workers}"
         + (f"  |  resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if parts.plan.resume_from else ""))
 
 
