@@ -10,8 +10,8 @@ import pytest
 from test_folder import tree
 
 from deitctl.data import convert as convert_module
-from deitctl.data import sources
 from deitctl.data.convert import image_format
+from deitctl.data.shards import is_shard_folder
 
 
 @pytest.fixture
@@ -108,7 +108,6 @@ def test_image_formats_are_told_by_their_bytes():
 
 
 def test_shards_are_told_from_image_folders(cli, folder, tmp_path):
-    assert not sources.is_shard_folder(str(folder))
+    assert not is_shard_folder(folder)
     assert cli("data", "convert", folder, tmp_path / "pq", "--shard-size", "400")[0] == 0
-    assert sources.is_shard_folder(str(tmp_path / "pq"))
-    assert sources.is_shard_folder(str(tmp_path / "pq" / "train-00000.parquet"))
+    assert is_shard_folder(tmp_path / "pq") and is_shard_folder(tmp_path / "pq" / "train-00000.parquet")

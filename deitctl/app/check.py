@@ -87,13 +87,16 @@ def _as_is(batch: tuple[int, list[dict[str, Any]]]) -> tuple[int, list[dict[str,
 
 def check(req: CheckRequest) -> dict[str, Any]:
     """``deitctl data check``: every image decoded in parallel, every label checked; the problems listed."""
+    from pathlib import Path
+
     from torch.utils.data import DataLoader
 
     from deitctl.core.console import progress
-    from deitctl.data.sources import is_shard_folder, open_dataset
+    from deitctl.data.shards import is_shard_folder
+    from deitctl.data.sources import open_dataset
     from deitctl.data.splits import label_split, load_stream
 
-    streamed = req.streaming or is_shard_folder(req.dataset)
+    streamed = req.streaming or is_shard_folder(Path(req.dataset).expanduser())
     opened = open_dataset(req.dataset, streaming=streamed)
     names = [req.split] if req.split else list(opened.splits)
     problems, sizes = [], {}

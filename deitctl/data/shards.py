@@ -8,6 +8,7 @@ A folder of shards is one dataset: files grouped into splits by name (``train-00
 
 from __future__ import annotations
 
+import itertools
 import json
 import tarfile
 from dataclasses import dataclass
@@ -105,6 +106,16 @@ def local_shards(path: Path) -> Shards | None:
         by_split.setdefault(split_of(f) or "train", []).append(str(f))
     card = path / "README.md" if path.is_dir() and (path / "README.md").is_file() else None
     return Shards(BUILDERS[kinds[0]], by_split, card)
+
+
+def is_shard_folder(path: Path) -> bool:
+    """A shard file, or a folder with shards at its top or in its split folders (not walked further: an image
+    folder of a million files answers at once)."""
+    if not path.exists() or (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+        return False
+    if path.is_file():
+        return path.suffix in BUILDERS
+    return any(p.suffix in BUILDERS for p in itertools.chain(path.glob("*"), path.glob("*/*")))
 
 
 def file_count(path: Path) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,19 +267,6 @@ def _from_hub(hub_id: str, name: str, streaming: bool, image: str | None = None,
 def _renamed(opened: OpenedDataset, name: str) -> OpenedDataset:
     opened.name = name
     return opened
-
-
-def is_shard_folder(ref: str) -> bool:
-    """A local shard file, or a folder with shards at its top or in its split folders (not walked further)."""
-    from deitctl.data.shards import BUILDERS
-
-    path = Path(ref).expanduser()
-    if not _is_local(ref) or not path.exists() or (path / "dataset_info.json").exists() \
-            or (path / "dataset_dict.json").exists():
-        return False
-    if path.is_file():
-        return path.suffix in BUILDERS
-    return any(p.suffix in BUILDERS for p in itertools.chain(path.glob("*"), path.glob("*/*")))
 
 
 def hub_backed(ref: str) -> bool:

@@ -131,6 +131,14 @@ class StreamSplit:
     def num_shards(self) -> int:
         return self.dataset.num_shards
 
+    def require_size(self) -> int:
+        """The sample count a trainer needs for its epochs and schedule; refused when the source does not say."""
+        if self.num_examples is None:
+            raise UsageError(f"{self.name}: the stream does not say how many samples its '{self.split}' split holds "
+                             "(no split sizes in its dataset card); convert it once with `deitctl data convert`, "
+                             "which records them")
+        return self.num_examples
+
 
 def load_stream(ref: str, split: str = "train", image_column: str | None = None, label_column: str | None = None,
                 num_classes: int | None = None) -> StreamSplit:
@@ -156,6 +164,22 @@ def load_stream(ref: str, split: str = "train", image_column: str | None = None,
     keys = [c for c in ("__url__", "__key__") if c in ds.features]  # a WebDataset sample's shard and key
     ds = ds.select_columns([img_col, lbl_col, *keys]).cast_column(img_col, Image(decode=False))
     return StreamSplit(ds, img_col, lbl_col, names, ref, split, opened.counts.get(split))
+
+
+def check_inputs(ref: str, splits: tuple[str, str], image_column: str | None, label_column: str | None,
+                 streaming: bool = False, num_classes: int | None = None) -> None:
+    """Open a run's train and eval splits as it will (metadata only: no image decoded), so that a wrong path,
+    column, label type, split or stream is refused in one line before anything is written."""
+    if not streaming:
+        from deitctl.data.sources import preflight
+
+        preflight(ref)  # a Hub dataset offline and not cached: at once
+        for split in splits:
+            load_split(ref, split, image_column, label_column)
+        return
+    train = load_stream(ref, splits[0], image_column, label_column, num_classes)
+    load_stream(ref, splits[1], image_column, label_column, train.num_classes)
+    train.require_size()
 
 
 def subset(split: LabeledSplit, max_samples: int | None, seed: int = 0) -> LabeledSplit:

@@ -24,6 +24,7 @@ by (seed, epoch, rank, worker, its number in the worker's stream).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 from collections.abc import Callable, Iterator
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from deitctl.core.errors import UsageError
 from deitctl.data.sampler import epoch_seed
 from deitctl.data.samples import collate, decode_image
-from deitctl.runtime.rng import seed_all
+from deitctl.runtime.rng import preserved_rng, seed_all
 
 if TYPE_CHECKING:
     from deitctl.data.splits import StreamSplit
@@ -115,12 +116,15 @@ class ShardStream(IterableDataset):
     def sample(self, row: dict[str, Any], key: tuple[int, ...], reuse: bool = False) -> dict[str, Any]:
         """Decode and transform one row, its randomness seeded by ``key`` (training only). ``reuse``: the row is a
         repeated-augmentation copy of the previous one, whose decoded image serves again (with ``decode_once``)."""
-        if self.shuffle:
-            seed_all(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
         if not (reuse and self.decode_once):
             where = " ".join(f"{k.strip('_')} {row[k]}" for k in self.keys) or self.where
             self.last_image = decode_image(row[self.image], self.mode, None if self.keys else key[-1], where)
-        return {"x": self.transform(self.last_image), "y": int(row[self.label])}
+        if not self.shuffle:
+            return {"x": self.transform(self.last_image), "y": int(row[self.label])}
+        # in the main process (no workers), leave the training RNG as it was
+        with contextlib.nullcontext() if get_worker_info() is not None else preserved_rng(cuda=False):
+            seed_all(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
+            return {"x": self.transform(self.last_image), "y": int(row[self.label])}
 
 
 class StreamLoader:

@@ -16,32 +16,7 @@ from deitctl.core.errors import UsageError
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from deitctl.config.recipe import Recipe
-    from deitctl.data.splits import StreamSplit
-    from deitctl.training.plan import Plan, RunOptions
-
-
-def preflight(recipe: Recipe, opts: RunOptions) -> None:
-    """Open the data as the run will (metadata only: no image decoded), so that a wrong path, column, label type,
-    split or stream is refused in one line before the run directory is written."""
-    from deitctl.data import sources
-    from deitctl.data.splits import load_split, load_stream
-
-    if not recipe.streaming:
-        sources.preflight(recipe.dataset)  # a Hub dataset offline and not cached: at once
-        for split in (recipe.train_split, recipe.eval_split):
-            load_split(recipe.dataset, split, opts.image_column, opts.label_column)
-        return
-    train = load_stream(recipe.dataset, recipe.train_split, opts.image_column, opts.label_column, recipe.num_classes)
-    load_stream(recipe.dataset, recipe.eval_split, opts.image_column, opts.label_column, train.num_classes)
-    _stream_size(train)
-
-
-def _stream_size(split: StreamSplit) -> int:
-    if split.num_examples is None:
-        raise UsageError(f"{split.name}: the stream does not say how many training samples it holds (no split sizes "
-                         "in its dataset card); convert it once with `deitctl data convert`, which records them")
-    return split.num_examples
+    from deitctl.training.plan import Plan
 
 
 def build_inputs(plan: Plan, accel: Accelerator, micro: int, accum: int) -> dict[str, Any]:
@@ -115,4 +90,4 @@ def _streamed(plan: Plan, accel: Accelerator, micro: int) -> dict[str, Any]:
             + (f", each sample {recipe.repeated_aug}× in a row (repeated augmentation)" if recipe.repeated_aug > 1 else ""))
     return {"train_loader": loader, "epoch_sampler": loader, "eval_loader": StreamLoader(eval_stream, eval_workers),
             "class_names": train.class_names, "sizes": (train.num_examples, evals.num_examples or 0),
-            "train_size": _stream_size(train)}
+            "train_size": train.require_size()}

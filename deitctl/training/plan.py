@@ -87,13 +87,14 @@ def plan_run(recipe_ref: str, opts: RunOptions) -> Plan:
     if recipe.streaming and opts.max_train_samples:
         raise UsageError("--max-train-samples draws a seeded subset, which a stream cannot: drop it (or drop "
                          "--streaming / --set streaming=false), or convert a subset first with `deitctl data convert`")
+    from deitctl.data.splits import check_inputs
     from deitctl.models import refs
-    from deitctl.training import inputs
 
     for ref in (recipe.init_from, recipe.teacher if recipe.is_distilled else None):
         if ref:
             refs.preflight(ref)
-    inputs.preflight(recipe, opts)
+    check_inputs(recipe.dataset, (recipe.train_split, recipe.eval_split), opts.image_column, opts.label_column,
+                 recipe.streaming, recipe.num_classes)
     run = RunDir(opts.out or Path("runs") / recipe.name)
     if not _is_main_process():
         return Plan(recipe, run, opts)
