@@ -111,3 +111,22 @@ def test_shards_are_told_from_image_folders(cli, folder, tmp_path):
     assert not is_shard_folder(folder)
     assert cli("data", "convert", folder, tmp_path / "pq", "--shard-size", "400")[0] == 0
     assert is_shard_folder(tmp_path / "pq") and is_shard_folder(tmp_path / "pq" / "train-00000.parquet")
+
+
+def test_data_show_reads_shards_as_a_stream(cli, folder, tmp_path, monkeypatch):
+    import datasets
+
+    assert cli("data", "convert", folder, tmp_path / "wds", "--format", "webdataset", "--shard-size", "400")[0] == 0
+    real = datasets.load_dataset
+
+    def streamed_only(*args, **kwargs):
+        assert kwargs.get("streaming"), "shards copied into the datasets cache"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", streamed_only)
+    code, out, err = cli("data", "show", tmp_path / "wds", "--json", "--grid", tmp_path / "grid.png")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["splits"] == {"train": 28, "validation": 8} and summary["class_names"] == ["cat", "dog", "eel"]
+    assert summary["first_image"] == {"width": 8, "height": 8, "mode": "RGB"}
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"

@@ -25,16 +25,23 @@ def describe(
     """The summary dict (the ``--json`` output) and the labelled split it describes.
 
     Without ``--split`` every split is sized (the lengths are metadata: cheap), and the classes are
-    read from ``train`` (or the first split).
+    read from ``train`` (or the first split). A folder of shards is read as a stream (sizes from its metadata,
+    the grid from its first rows): looking at 140 GB of shards copies nothing.
     """
-    from deitctl.data.samples import decode_image
-    from deitctl.data.sources import open_dataset
-    from deitctl.data.splits import label_split
+    from pathlib import Path
 
-    opened = open_dataset(ref)
+    from deitctl.data.samples import decode_image
+    from deitctl.data.shards import is_shard_folder
+    from deitctl.data.sources import open_dataset
+    from deitctl.data.splits import label_split, stream_head
+
+    streamed = is_shard_folder(Path(ref).expanduser())
+    opened = open_dataset(ref, streaming=streamed)
     shown = split or ("train" if "train" in opened.splits else next(iter(opened.splits)))
-    labeled = label_split(opened, shown, image_column, label_column)
-    sizes = {split: len(labeled)} if split else {name: len(ds) for name, ds in opened.splits.items()}
+    labeled = stream_head(ref, shown, image_column, label_column) if streamed \
+        else label_split(opened, shown, image_column, label_column)
+    sizes = opened.counts if streamed else {name: len(ds) for name, ds in opened.splits.items()}
+    sizes = {shown: sizes[shown]} if split else sizes
     features = opened.pick(shown).features
     first = decode_image(labeled.dataset[0][labeled.image_column], None, 0, ref)
     summary = {

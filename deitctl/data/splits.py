@@ -166,6 +166,18 @@ def load_stream(ref: str, split: str = "train", image_column: str | None = None,
     return StreamSplit(ds, img_col, lbl_col, names, ref, split, opened.counts.get(split))
 
 
+def stream_head(ref: str, split: str, image_column: str | None = None, label_column: str | None = None,
+                rows: int = 64) -> LabeledSplit:
+    """The first ``rows`` samples of a streamed split, as a small map-style split (to look at, not to train on)."""
+    import itertools
+
+    from datasets import Dataset
+
+    stream = load_stream(ref, split, image_column, label_column)
+    head = Dataset.from_list(list(itertools.islice(stream.dataset, rows)), features=stream.dataset.features)
+    return LabeledSplit(head, stream.image_column, stream.label_column, stream.class_names, ref, stream.split)
+
+
 def check_inputs(ref: str, splits: tuple[str, str], image_column: str | None, label_column: str | None,
                  streaming: bool = False, num_classes: int | None = None) -> None:
     """Open a run's train and eval splits as it will (metadata only: no image decoded), so that a wrong path,
