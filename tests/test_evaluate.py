@@ -306,6 +306,16 @@ def test_dataset_is_required_without_a_recipe(cli, trained):
     assert code == 2 and "--dataset" in err
 
 
+def test_the_data_is_checked_before_the_model_loads(cli, tiny_data, tmp_path):
+    """A wrong split needs no model to be refused: said even when the weights would not load."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"architecture": "deit_tiny_patch16_224"}))
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    code, _, err = cli("eval", broken, "--dataset", tiny_data, "--split", "nope")
+    assert code == 2 and "no split 'nope'" in err, err
+
+
 def test_class_count_mismatch(cli, tiny_data, tmp_path):
     five = save(make_tiny_model(num_classes=5), tmp_path / "five")
     five_classes = json.loads((five / "config.json").read_text())
@@ -393,3 +403,15 @@ def test_crop_pct_overrides_the_models_config(cli, trained, tiny_data):
     assert default["crop_pct"] == 1.0 and half["crop_pct"] == 0.5 and half["loss"] != default["loss"]
     code, _, err = cli("eval", trained[1], "--dataset", tiny_data, "--crop-pct", "1.5")
     assert code == 2 and "--crop-pct must be in (0, 1]" in err
+
+
+def test_unreadable_weights_are_one_line(cli, tiny_model_dir, tiny_data, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    for command in (["eval", broken, "--dataset", tiny_data], ["predict", broken, tmp_path]):
+        code, _, err = cli(*command)
+        assert code == 1 and "model.safetensors is not a readable safetensors file" in err, err
+        assert "Traceback" not in err and "--debug" not in err

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CLASSES, make_tiny_model
+from conftest import CLASSES, make_images, make_tiny_model
 from hub_server import HubServer
 
 TOKEN = "hf_test_token_do_not_print"
@@ -212,6 +216,7 @@ def test_auth_failure_and_unreachable_hub(cli, hub, tiny_model_dir, monkeypatch)
         code, _, err = cli(*args)
         assert code == 1 and f"cannot reach the hub at http://127.0.0.1:{closed_port}" in err
         assert "\n" not in err.strip()
+    assert "was never pulled" in err and "HF_HUB_OFFLINE" not in err  # it is not set: nothing to unset
 
 
 def test_offline_or_unreachable_pull_serves_the_cached_revision(cli, hub, tiny_model_dir, monkeypatch):
@@ -224,10 +229,57 @@ def test_offline_or_unreachable_pull_serves_the_cached_revision(cli, hub, tiny_m
     assert code == 0, err
     assert json.loads(out)["from_cache"] is True and json.loads(out)["path"] == first["path"]
     code, _, err = cli("pull", "org/never-pulled")
-    assert code == 1 and "HF_HUB_OFFLINE is set" in err
+    assert code == 1 and "HF_HUB_OFFLINE is set" in err and "or unset HF_HUB_OFFLINE" in err
+
+
+def test_offline_predict_says_once_that_it_uses_the_revision_pulled_before(cli, hub, tiny_model_dir, tmp_path):
+    """One command checks the reference early, then loads it: the fallback to the cache is one line, not three."""
+    cli("push", tiny_model_dir, "org/m")
+    assert cli("pull", "org/m")[0] == 0
+    make_images(1)[0][0].save(tmp_path / "img.png")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    res = subprocess.run([sys.executable, "-m", "deitctl.cli", "predict", "org/m", "img.png", "--json",
+                          "--num-workers", "0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("hub offline; using org/m@") == 1, res.stderr
+    assert json.loads(res.stdout)["path"] == "img.png"  # JSON Lines: the one image's object on its line
 
 
 # ---------------------------------------------------------------------------------- directory hub
+def test_eval_of_a_pushed_model_takes_the_dataset_its_card_names(cli, tmp_path, monkeypatch, tiny_model_dir,
+                                                                 tiny_data):
+    from deitctl.data import fashion_mnist
+    from deitctl.models.store import save_model_dir
+
+    (tmp_path / "hub").mkdir()
+    for key, value in {"DEITCTL_CACHE": tmp_path / "cache", "DEITCTL_HUB_DIR": tmp_path / "hub"}.items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.chdir(tmp_path)
+
+    def pushed(repo_id: str, model_dir: Path, dataset: str) -> str:
+        run = tmp_path / repo_id.replace("/", "--")
+        shutil.copytree(model_dir, run)
+        (run / "recipe.yaml").write_text(yaml.safe_dump({"model": "deit_tiny_patch16_224", "dataset": dataset,
+                                                         "eval_split": "test"}))
+        assert cli("push", run, repo_id)[0] == 0
+        return repo_id
+
+    code, _, err = cli("eval", pushed("team/local", tiny_model_dir, str(tiny_data)))  # a local dataset: not on the card
+    assert code == 2 and "records no dataset" in err and "--dataset D" in err
+    code, _, err = cli("eval", pushed("team/on-hub", tiny_model_dir, "someorg/quadrants") + "@main")
+    assert code == 1 and "dataset 'someorg/quadrants'" in err and "not in the local datasets cache" in err  # offline
+    if not fashion_mnist.idx_available():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    fashion = tmp_path / "fashion"
+    save_model_dir(make_tiny_model(img_size=28, num_classes=10), fashion, label_names=fashion_mnist.CLASS_NAMES,
+                   mean=(0.2860,), std=(0.3530,))
+    code, out, err = cli("eval", pushed("team/fashion", fashion, "fashion-mnist") + "@main", "--max-samples", "40",
+                         "--num-workers", "0", "--json")
+    assert code == 0, err
+    assert "evaluating on fashion-mnist (test), the dataset its model card names" in err
+    assert (json.loads(out)["dataset"], json.loads(out)["split"], json.loads(out)["num_samples"]) == (
+        "fashion-mnist", "test", 40)
+
 def test_directory_hub_push_pull_pinned_and_missing(cli, tmp_path, tiny_model_dir, monkeypatch):
     from deitctl.models.store import save_model_dir
 

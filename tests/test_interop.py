@@ -133,3 +133,57 @@ def test_transformers_auto_classes_score_what_deitctl_eval_reports(cli, runs, fa
     # transformers' resize rounds a pixel here and there one grey level apart from PIL's: a few images at most
     assert (theirs == ours).float().mean() >= 1 - 3 / TEST_IMAGES
     assert abs(_pct(theirs, labels) - top1) <= 300 / TEST_IMAGES
+
+
+@pytest.fixture(scope="module")
+def fashion5(fashion, tmp_path_factory) -> Path:
+    """The same images relabelled into 5 classes (pairs of Fashion-MNIST classes): a transfer, with new heads."""
+    from datasets import ClassLabel, load_from_disk
+
+    data = load_from_disk(str(fashion))
+    names = [f"{a}+{b}" for a, b in zip(data["train"].features["label"].names[::2],
+                                         data["train"].features["label"].names[1::2], strict=True)]
+    path = tmp_path_factory.mktemp("fm5") / "fashion5"
+    data.map(lambda row: {"label": row["label"] // 2}).cast_column("label", ClassLabel(names=names)).save_to_disk(
+        str(path))
+    return path
+
+
+@pytest.mark.parametrize("runs", [28], indirect=True)
+@pytest.mark.parametrize("taught", [False, True], ids=["no-teacher", "teacher"])
+def test_a_finetuned_distilled_model_scores_the_same_in_deitctl_timm_and_transformers(cli, runs, fashion5, tmp_path,
+                                                                                     taught):
+    """Fine-tuning a DeiT⚗ to new classes without a teacher trains both new heads on the labels (label_both_heads):
+    the model deitctl evaluates (late fusion) is the one plain timm and transformers compute (the mean of both
+    heads). With a teacher (the 10-class one's labels could not serve 5 classes: a teacher fine-tuned alike)."""
+    pytest.importorskip("transformers")
+    import timm
+    from timm.data import create_transform, resolve_data_config
+    from transformers import AutoModelForImageClassification
+
+    fashion = fashion5
+    teacher, student = runs
+    how = ["--set", "distillation_type=none"]
+    if taught:
+        code, _, err = cli("finetune", "fashion-teacher", "--from", teacher, "--dataset", fashion, "--out",
+                           tmp_path / "teacher5", "--epochs", "1", "--batch-size", "16", "--set", "num_workers=0",
+                           "--set", "compile=false", "--set", "warmup_epochs=0.25")
+        assert code == 0, err
+        how = ["--teacher", str(tmp_path / "teacher5")]
+    out = tmp_path / "ft"
+    code, _, err = cli("finetune", "fashion-deit-ti-distilled", "--from", student, "--dataset", fashion, "--out", out,
+                       "--epochs", "2", "--batch-size", "16", *TINY, "--set", "compile=false", "--set", "lr=1e-3",
+                       *how)
+    assert code == 0, err
+    assert ("both heads learn the labels" in err) != taught
+    images, labels = _images(fashion)
+    top1, ours = deitctl_eval(cli, out, fashion)
+    plain = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    transform = create_transform(**resolve_data_config({}, model=plain))
+    timm_top1 = _pct(_predict(plain, images, transform), labels)
+    code, _, err = cli("export", out, "--format", "transformers", "--out", tmp_path / "hf")
+    assert code == 0, err
+    hf = AutoModelForImageClassification.from_pretrained(str(tmp_path / "hf")).eval()
+    hf_top1 = _pct(_predict(lambda x: hf(pixel_values=x).logits, images, transform), labels)
+    assert abs(timm_top1 - top1) <= 0.1 and abs(hf_top1 - top1) <= 0.1, (top1, timm_top1, hf_top1)
+    assert ours.unique().numel() >= 3

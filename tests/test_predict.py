@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, make_images
+from conftest import CLASSES, make_images, make_tiny_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -33,7 +33,8 @@ def images(tmp_path) -> Path:
 def test_predict_json_gives_top_k_and_each_head_of_a_distilled_model(cli, tiny_distilled_dir, images):
     code, out, err = cli("predict", tiny_distilled_dir, images, "--top-k", "3", "--json", "--num-workers", "0")
     assert code == 0, err
-    rows = json.loads(out)
+    rows = [json.loads(line) for line in out.splitlines()]  # JSON Lines: one object per image and line
+    assert all(isinstance(row, dict) for row in rows) and out.endswith("}\n")
     assert len(rows) == 6 and {Path(r["path"]).name for r in rows} == {f"q{i}-{CLASSES[i % 4]}.png" for i in range(6)}
     for row in rows:
         assert [set(t) for t in row["top_k"]] == [{"label", "index", "prob"}] * 3
@@ -60,7 +61,7 @@ def test_predict_matches_eval_preprocessing(cli, tiny_model_dir, tiny_data, tmp_
     code, out, err = cli("predict", run, folder, "--json", "--num-workers", "0", "--precision", "fp32")
     assert code == 0, err
     with np.load(run / "predictions.npz") as saved:
-        assert [r["top_k"][0]["index"] for r in json.loads(out)] == saved["pred"].tolist()
+        assert [json.loads(line)["top_k"][0]["index"] for line in out.splitlines()] == saved["pred"].tolist()
 
 
 def test_attention_maps_are_pngs_written_as_one_directory(cli, tiny_distilled_dir, images, tmp_path):
@@ -90,23 +91,30 @@ def test_attention_rollout_of_a_known_attention_pattern():
 
 
 def test_predict_bad_input_is_one_line(cli, tiny_model_dir, images, tmp_path):
-    from deitctl.models.store import save_model_dir
-    from tests.conftest import make_tiny_model
-
     code, _, err = cli("predict", tiny_model_dir, tmp_path / "missing.png")
     assert code == 2 and "missing.png: no such image or directory" in err
-    unnamed = tmp_path / "unnamed"
-    save_model_dir(make_tiny_model(), unnamed)
-    code, _, err = cli("predict", unnamed, images)
-    assert code == 2 and "has no class names" in err
     code, _, err = cli("predict", "resnet10t", images, "--attention", tmp_path / "a")
-    assert code == 2 and ("needs a vision transformer" in err or "no class names" in err)
+    assert code == 2 and "needs a vision transformer" in err
     only_text = tmp_path / "text"
     only_text.mkdir()
     (only_text / "a.txt").write_text("x")
     code, _, err = cli("predict", tiny_model_dir, only_text, "--num-workers", "0")
     assert code == 2 and "none of the 1 files is a readable image" in err
     assert not (tmp_path / "a").exists()
+
+
+def test_a_model_without_class_names_predicts_class_indices_and_says_why(cli, images, tmp_path):
+    from deitctl.models.store import save_model_dir
+
+    unnamed = tmp_path / "unnamed"
+    save_model_dir(make_tiny_model(), unnamed)  # no label_names in its config (a plain timm export, say)
+    code, out, err = cli("predict", unnamed, images, "--json", "--top-k", "2", "--num-workers", "0")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 6 and all(t["label"] is None and 0 <= t["index"] < 4 for r in rows for t in r["top_k"])
+    assert "has no class names in its config" in err and "class indices" in err
+    code, out, err = cli("predict", unnamed, images, "--num-workers", "0")
+    assert code == 0 and "6 images classified" in err and "None" not in out
 
 
 # ------------------------------------------------------------------------------------ data check

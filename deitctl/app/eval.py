@@ -1,5 +1,8 @@
 """``deitctl eval``: load any model, check it fits the data, evaluate it (``evaluation.metrics``), optionally plot.
 
+Without ``--dataset``, the data is the one the model records: a run's recipe, or the model card a Hub repo was
+pushed with. Whatever needs no model (the reference, the options, the data) is checked before the model loads.
+
 Runs under ``accelerate launch`` / ``torchrun`` too (each process evaluates a shard); only the main
 process gets the result, the others get None. ``precision="auto"`` is bf16 where the hardware
 computes it natively (top-1 within 0.1 point of fp32: docs/performance.md), else fp32. ``int8``
@@ -58,22 +61,13 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     from deitctl.records.rundir import RunDir
     from deitctl.runtime.precision import resolve_precision
 
-    recipe = RunDir(Path(req.model)).recipe_data() if Path(req.model).is_dir() else {}
-    dataset = req.dataset or recipe.get("dataset")
-    split = req.split or recipe.get("eval_split") or _DEFAULT_SPLIT.get(dataset or "", "test")
-    if not dataset:
-        raise UsageError(f"{req.model} is not a run directory (no recipe.yaml), so name the data: --dataset D")
-    if req.ema and not Path(req.model).is_dir():
-        raise UsageError("--ema needs a run directory (the EMA weights live in model_ema.safetensors)")
-    if req.save and not Path(req.model).is_dir():
-        raise UsageError(f"--save keeps the result in the model's directory, and {req.model} is not one; "
-                         "use --json > FILE instead")
-    loaded = load_model(req.model, ema=req.ema)  # a Hub model offline fails here, before torch is even imported
+    dataset, split = _checked(req)
+    opened = open_dataset(dataset)  # the data too is checked before the model loads: refusing it needs no model
+    data = label_split(opened, split, req.image_column, req.label_column)
+    loaded = load_model(req.model, ema=req.ema)
     import torch
 
     precision = loaded.check_runtime(req.precision, req.compile_model)
-    opened = open_dataset(dataset)
-    data = label_split(opened, split, req.image_column, req.label_column)
     if loaded.num_classes != data.num_classes:
         raise UsageError(
             f"model {req.model} has {loaded.num_classes} classes but dataset '{dataset}' has {data.num_classes}; "
@@ -89,8 +83,6 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
     accelerator = _accelerator()
     config = loaded.data_config
     if req.crop_pct is not None:
-        if not 0 < req.crop_pct <= 1:
-            raise UsageError(f"--crop-pct must be in (0, 1] (got {req.crop_pct}); the authors evaluate at 0.875")
         config = dataclasses.replace(config, crop_pct=req.crop_pct)
     loader = build_eval_loader(data, config, req.batch_size, req.num_workers, req.max_samples)
     model = loaded.model
@@ -123,6 +115,65 @@ def run(req: EvalRequest) -> dict[str, Any] | None:
         run.write_predictions(predictions, dataset, split)
         run.write_eval(result)
     return result
+
+
+def _checked(req: EvalRequest) -> tuple[str, str]:
+    """What needs no model is said before one loads (torch not even imported): the reference (a Hub model offline
+    and never pulled, "runs/typo"), the options, and which data — --dataset, else what the model records."""
+    from deitctl.core.console import log
+    from deitctl.models.refs import preflight
+
+    preflight(req.model)
+    if req.ema and not Path(req.model).is_dir():
+        raise UsageError("--ema needs a run directory (the EMA weights live in model_ema.safetensors)")
+    if req.save and not Path(req.model).is_dir():
+        raise UsageError(f"--save keeps the result in the model's directory, and {req.model} is not one; "
+                         "use --json > FILE instead")
+    if req.crop_pct is not None and not 0 < req.crop_pct <= 1:
+        raise UsageError(f"--crop-pct must be in (0, 1] (got {req.crop_pct}); the authors evaluate at 0.875")
+    recorded, where = _recorded(req.model, req.dataset)
+    dataset = req.dataset or recorded.get("dataset")
+    split = req.split or recorded.get("eval_split") or _DEFAULT_SPLIT.get(dataset or "", "test")
+    if not dataset:
+        raise UsageError(f"{req.model} records no dataset (neither a run's recipe.yaml nor a pushed model card "
+                         "naming one), so name the data: --dataset D")
+    if not req.dataset:
+        log(f"evaluating on {dataset} ({split}), the dataset {where}; --dataset D chooses another")
+    return dataset, split
+
+
+def _recorded(model: str, dataset: str | None) -> tuple[dict[str, Any], str]:
+    """The data a model records, and where: a run directory's recipe (dataset, eval_split) or, when no --dataset
+    is given, the model card a Hub repo was pushed with (``deitctl.records.modelcard``), pulled now."""
+    from deitctl.models.refs import fetch
+    from deitctl.records.rundir import RunDir
+
+    path = Path(model) if dataset else fetch(model)
+    recipe = RunDir(path).recipe_data() if path.is_dir() else {}
+    if recipe or dataset or not path.is_dir():
+        return recipe, "its recipe names"
+    return _card_data(path / "README.md"), "its model card names"
+
+
+def _card_data(readme: Path) -> dict[str, Any]:
+    """The data a pushed model card names: the dataset it was scored on when deitctl knows it by name
+    (``cifar100-coarse``), else the first Hub id under ``datasets:`` (by deitctl's name for it, where it has one);
+    and the split it was scored on. {} when the card names none (a model trained on a local dataset)."""
+    import yaml
+
+    from deitctl.data.sources import NAMED
+
+    text = readme.read_text() if readme.is_file() else ""
+    try:
+        meta = yaml.safe_load(text.split("---\n")[1]) if text.startswith("---\n") else {}
+        scored = dict(meta["model-index"][0]["results"][0]["dataset"]) if "model-index" in meta else {}
+        listed = meta.get("datasets") or []
+        hub_id = listed if isinstance(listed, str) else next((d for d in listed if isinstance(d, str)), None)
+    except (yaml.YAMLError, LookupError, TypeError, ValueError, AttributeError):
+        return {}  # not a card deitctl wrote, nor one like it
+    named = next((name for name, source in NAMED.items() if hub_id and source.hub_id == hub_id), hub_id)
+    dataset = scored["name"] if str(scored.get("name")) in NAMED else named
+    return {"dataset": dataset, "eval_split": scored.get("split")} if dataset else {}
 
 
 def _calibration(opened: OpenedDataset, split: str, req: EvalRequest, config: DataConfig) -> Iterator[torch.Tensor]:

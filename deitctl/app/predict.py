@@ -34,15 +34,23 @@ class PredictRequest:
 
 
 def run(req: PredictRequest) -> dict[str, Any]:
-    """{"model", "predictions": [{path, top_k, heads?}], "skipped": [{path, error}], "attention": dir | None}."""
+    """{"model", "predictions": [{path, top_k, heads?}], "skipped": [{path, error}], "attention": dir | None}.
+
+    A model without class names (no ``label_names`` in its config) predicts class indices (``label``: None), and
+    says so in one line."""
+    from deitctl.data import images
     from deitctl.models.refs import preflight
 
-    preflight(req.model)  # offline and not cached: say so now, not after torch and timm have loaded
+    if req.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1 (got {req.top_k})")
+    if req.attention is not None and req.attention.exists() and not req.overwrite:
+        raise UsageError(f"{req.attention} already exists; choose another --attention directory or pass --overwrite")
+    files = images.collect(req.inputs)
+    preflight(req.model)  # what needs no model is said now, not after torch and timm have loaded
     import torch
 
     from deitctl.core.atomic import atomic_dir
     from deitctl.core.console import log, progress
-    from deitctl.data import images
     from deitctl.data.transforms import eval_transform
     from deitctl.evaluation.attention import check_vit
     from deitctl.evaluation.metrics import device_of
@@ -50,17 +58,12 @@ def run(req: PredictRequest) -> dict[str, Any]:
     from deitctl.runtime.precision import resolve_precision
     from deitctl.runtime.predictor import Predictor
 
-    if req.top_k < 1:
-        raise UsageError(f"--top-k must be at least 1 (got {req.top_k})")
-    files = images.collect(req.inputs)
     loaded = load_model(req.model)
     if not loaded.label_names:
-        raise UsageError(f"{req.model} has no class names in its config; predict needs a model trained or exported "
-                         "by deitctl (or a config.json with label_names)")
+        log(f"[yellow]note:[/] {req.model} has no class names in its config (label_names), so predictions are class "
+            "indices")
     if req.attention is not None:
         check_vit(loaded.model, "--attention")
-        if req.attention.exists() and not req.overwrite:
-            raise UsageError(f"{req.attention} already exists; choose another --attention directory or pass --overwrite")
     precision = loaded.check_runtime(req.precision, False)
     if precision == "int8":  # static int8 needs calibration images that are not the ones predicted
         raise UsageError("--precision int8 is for deitctl eval and bench (it calibrates on training images); "
@@ -134,7 +137,7 @@ def _denormalised(batch: torch.Tensor, config: Any) -> Any:
     return (batch.float().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-def _describe(path: Path, heads: tuple, k: int, labels: list[str], top_k: int, fuse: bool) -> dict[str, Any]:
+def _describe(path: Path, heads: tuple, k: int, labels: list[str] | None, top_k: int, fuse: bool) -> dict[str, Any]:
     fused, cls, dist = heads
     row: dict[str, Any] = {"path": str(path), "top_k": _top(cls if cls is not None and not fuse else fused, k,
                                                            labels, top_k)}
@@ -144,8 +147,8 @@ def _describe(path: Path, heads: tuple, k: int, labels: list[str], top_k: int, f
     return row
 
 
-def _top(logits: torch.Tensor, k: int, labels: list[str], top_k: int) -> list[dict[str, Any]]:
+def _top(logits: torch.Tensor, k: int, labels: list[str] | None, top_k: int) -> list[dict[str, Any]]:
     probs = logits[k].float().softmax(-1)
     values, classes = probs.topk(min(top_k, probs.numel()))
-    return [{"label": labels[int(c)], "index": int(c), "prob": round(float(v), 6)}
+    return [{"label": labels[int(c)] if labels else None, "index": int(c), "prob": round(float(v), 6)}
             for v, c in zip(values, classes, strict=True)]

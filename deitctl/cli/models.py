@@ -157,25 +157,33 @@ def predict(
                                           "and rollout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --attention directory."),
     num_workers: int = typer.Option(2, "--num-workers", help="Image-decoding worker processes."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per image: path, top_k, heads."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines: one JSON object per image and line (path, "
+                                 "top_k, heads), to read as a stream."),
 ) -> None:
     """Classify images: top-k classes with probabilities, each head of a distilled model, attention maps."""
+    import json
+
     from deitctl.app.predict import PredictRequest, run
-    from deitctl.core.console import emit_json, log, print_table
+    from deitctl.core.console import log, print_table
 
     result = run(PredictRequest(model, inputs, top_k, batch_size, precision, attention, overwrite, num_workers))
     rows = result["predictions"]
     if as_json:
-        emit_json(rows)
+        typer.echo("".join(json.dumps(r) + "\n" for r in rows), nl=False)
     else:
         table = []
         for r in rows:
             best = r["top_k"][0]
-            row = {"image": r["path"], "top-1": best["label"], "prob": best["prob"],
-                   "next": ", ".join(f"{t['label']} {t['prob']:.2f}" for t in r["top_k"][1:3])}
+            row = {"image": r["path"], "top-1": _name(best), "prob": best["prob"],
+                   "next": ", ".join(f"{_name(t)} {t['prob']:.2f}" for t in r["top_k"][1:3])}
             if "heads" in r:
-                row |= {"class head": r["heads"]["class"][0]["label"], "dist. head": r["heads"]["distillation"][0]["label"]}
+                row |= {"class head": _name(r["heads"]["class"][0]), "dist. head": _name(r["heads"]["distillation"][0])}
             table.append(row)
         print_table(table, title=f"{Path(model).name} ({result['precision']})")
     log(f"{len(rows)} images classified, {len(result['skipped'])} skipped"
         + (f"; attention maps in {result['attention']}" if result["attention"] else ""))
+
+
+def _name(top: dict) -> str:
+    """A predicted class's name, or its index when the model has no class names."""
+    return str(top["index"]) if top["label"] is None else top["label"]

@@ -77,6 +77,9 @@ class Recipe(BaseModel):
     distillation_alpha: float = Field(0.5, ge=0, le=1)
     distillation_tau: float = Field(1.0, gt=0)
     soft_reduction: Literal["batchmean", "elementwise"] = "batchmean"  # batchmean: the paper; elementwise: authors' code
+    # a ⚗ model trained without a teacher: its distillation head learns the labels too, so the forward of plain timm
+    # and transformers (the mean of both heads) is the model deitctl evaluates; false: the class head alone learns
+    label_both_heads: bool = True
 
     # run mechanics
     seed: int = 0

@@ -97,6 +97,15 @@ def build_train_loader(dataset: Any, sampler: Any, batch_size: int, num_workers:
     return loader, epoch_sampler
 
 
+def loader_workers(requested: int) -> int:
+    """The recipe's loader workers, at most one per core this process may use: more only queue for the same cores
+    (and torch warns about it on every loader it starts)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(requested, cores)
+
+
 class WaitTimer:
     """An iterator that counts the seconds spent waiting for the next batch: a step starved by its
     data loader shows up here (``data_wait_s`` in metrics.jsonl), not as a mysteriously slow model."""

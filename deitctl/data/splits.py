@@ -179,19 +179,19 @@ def stream_head(ref: str, split: str, image_column: str | None = None, label_col
 
 
 def check_inputs(ref: str, splits: tuple[str, str], image_column: str | None, label_column: str | None,
-                 streaming: bool = False, num_classes: int | None = None) -> None:
+                 streaming: bool = False, num_classes: int | None = None) -> int:
     """Open a run's train and eval splits as it will (metadata only: no image decoded), so that a wrong path,
-    column, label type, split or stream is refused in one line before anything is written."""
+    column, label type, split or stream is refused in one line before anything is written; returns the number
+    of training samples."""
     if not streaming:
         from deitctl.data.sources import preflight
 
         preflight(ref)  # a Hub dataset offline and not cached: at once
-        for split in splits:
-            load_split(ref, split, image_column, label_column)
-        return
+        train, _ = (load_split(ref, split, image_column, label_column) for split in splits)
+        return len(train)
     train = load_stream(ref, splits[0], image_column, label_column, num_classes)
     load_stream(ref, splits[1], image_column, label_column, train.num_classes)
-    train.require_size()
+    return train.require_size()
 
 
 def subset(split: LabeledSplit, max_samples: int | None, seed: int = 0) -> LabeledSplit:

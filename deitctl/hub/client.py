@@ -23,6 +23,7 @@ from the cache.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Callable
@@ -112,18 +113,25 @@ def _snapshot_or_cached(remote: Remote, repo_cache: Path, repo_id: str, revision
         return cached
     if remote.needs_network and not online():
         if cached is not None:
-            log(f"hub offline; using {repo_id}@{cached.name[:12]} pulled before")
+            _say_once(f"hub offline; using {repo_id}@{cached.name[:12]} pulled before")
             return cached
-        why = "HF_HUB_OFFLINE is set" if offline_requested() else f"cannot reach the hub at {remote.where}"
-        raise HubUnreachable(f"{why} and {repo_id}@{revision or DEFAULT_BRANCH} was never pulled; "
-                             "pull it where the hub is reachable (same HF_HOME), or unset HF_HUB_OFFLINE")
+        requested = offline_requested()
+        why = "HF_HUB_OFFLINE is set" if requested else f"cannot reach the hub at {remote.where}"
+        raise HubUnreachable(f"{why} and {repo_id}@{revision or DEFAULT_BRANCH} was never pulled; pull it where the "
+                             "hub is reachable (same HF_HOME)" + (", or unset HF_HUB_OFFLINE" if requested else ""))
     try:
         return remote.snapshot(repo_id, revision)
     except HubUnreachable:
         if cached is not None:
-            log(f"hub unreachable; using {repo_id}@{cached.name[:12]} pulled before")
+            _say_once(f"hub unreachable; using {repo_id}@{cached.name[:12]} pulled before")
             return cached
         raise
+
+
+@functools.cache
+def _say_once(message: str) -> None:
+    """One command may pull a reference several times (checked early, then loaded): the fallback is said once."""
+    log(message)
 
 
 def _download_verified(remote: Remote, snapshot: Snapshot, final: Path, check: Check) -> None:

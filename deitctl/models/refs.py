@@ -58,23 +58,24 @@ def load_model(
         return load_model_dir(path, num_classes, img_size, ema, **overrides)
     if ref.endswith(PTH_SUFFIXES):
         return load_pth(ref, num_classes, img_size, **overrides)
-    if is_repo_id(ref) and not ref.startswith((".", "/")):
-        if path.parent.is_dir():  # "runs/typo": a local path that does not exist, not a Hub repo
-            raise UsageError(f"{path}: no such run or model directory (and '{path.parent}' is a local folder, "
-                             f"so this is not read as a Hub repo); check the path, or write {HF_HUB}{ref}")
+    if is_repo_id(ref) and not ref.startswith((".", "/")):  # preflight refused "runs/typo" (a local folder)
         return _load_hub(ref, num_classes, img_size, ema, **overrides)
     return load_timm(ref, num_classes, img_size, **overrides)
 
 
 def preflight(ref: str) -> None:
-    """Offline, a reference that needs the Hub and is not cached fails now, in a second, with the one-line error
-    its load would give after minutes of setup; online (or local) it is left to the load itself."""
+    """A reference that cannot load fails now, in a second, with the one-line error its load would give after
+    minutes of setup: an org/name whose org is a local folder ("runs/typo"), and offline, one that needs the Hub
+    and is not cached; online (or local) the rest is left to the load itself."""
     from deitctl.hub.reach import online
 
-    if ref.startswith(LOCAL_DIR) or Path(ref).exists() or ref.endswith(PTH_SUFFIXES):
+    path = Path(ref)
+    if is_repo_id(ref) and path.parent.is_dir() and not path.is_dir() and not ref.endswith(PTH_SUFFIXES):
+        raise UsageError(f"{path}: no such run or model directory (and '{path.parent}' is a local folder, "
+                         f"so this is not read as a Hub repo); check the path, or write {HF_HUB}{ref}")
+    if ref.startswith(LOCAL_DIR) or path.exists() or ref.endswith(PTH_SUFFIXES):
         return
-    hub = ref.startswith(HF_HUB) or (is_repo_id(ref) and not ref.startswith((".", "/"))
-                                     and not Path(ref).parent.is_dir())  # "runs/typo": load_model says so
+    hub = ref.startswith(HF_HUB) or is_repo_id(ref)
     if not hub and "." not in ref:
         return  # a timm name without weights: nothing to fetch
     if online():
@@ -129,3 +130,37 @@ def load_timm(ref: str, num_classes: int | None = None, img_size: int | None = N
             load_adapted(model, published.state_dict())
     model.eval()
     return LoadedModel(model, arch, ref, None, data_config(model), {}, None)
+
+
+# the keys of a saved config's model_args that describe the data, not the architecture (the recipe has its own)
+_DATA_ARGS = ("num_classes", "img_size", "in_chans", "drop_path_rate", "drop_rate")
+
+
+def architecture(ref: str) -> tuple[str, dict[str, Any]]:
+    """The architecture a reference builds and its timm arguments, read without building it (from config.json,
+    the timm name, or a .pth's tensors): what a fine-tuning run records as its model."""
+    from deitctl.models.store import read_config
+
+    if ref.endswith(PTH_SUFFIXES):
+        loaded = load_pth(ref)
+        return loaded.arch, {k: v for k, v in loaded.args.items() if k not in _DATA_ARGS}
+    path = Path(ref.removeprefix(LOCAL_DIR))
+    if ref.startswith(HF_HUB) or (not path.is_dir() and is_repo_id(ref) and not ref.startswith((".", "/"))):
+        path = fetch(ref)
+    if path.is_dir():
+        cfg = read_config(path)
+        return cfg["architecture"], {k: v for k, v in (cfg.get("model_args") or {}).items() if k not in _DATA_ARGS}
+    if "/" in ref:
+        load_model(ref)  # not a directory, file or repo: the loader's own one-line error
+    from deitctl.models.factory import check_arch
+
+    return check_arch(ref), {}
+
+
+def fetch(ref: str) -> Path:
+    """Make a reference's files local: a Hub repo is downloaded and verified (its local directory returned);
+    anything else is already local, or fetched by timm when built (returned as given)."""
+    if ref.startswith(HF_HUB) or (is_repo_id(ref) and not ref.startswith((".", "/")) and not Path(ref).exists()
+                                  and not Path(ref).parent.is_dir()):
+        return hub_download(ref.removeprefix(HF_HUB))
+    return Path(ref.removeprefix(LOCAL_DIR))

@@ -51,6 +51,7 @@ def load_model_dir(
     path: Path, num_classes: int | None = None, img_size: int | None = None, ema: bool = False, **overrides: Any
 ) -> LoadedModel:
     """Rebuild a model from its directory; a new class count or resolution adapts the weights."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from deitctl.models.adapt import load_adapted
@@ -71,7 +72,11 @@ def load_model_dir(
     weights = path / (EMA_WEIGHTS if ema else WEIGHTS)
     if not weights.is_file():
         raise UsageError(f"{weights} not found" + ("; the run kept no EMA (recipe ema: false)" if ema else ""))
-    state = load_file(str(weights))
+    try:
+        state = load_file(str(weights))
+    except SafetensorError as e:
+        raise DeitctlError(f"{path}: {weights.name} is not a readable safetensors file ({e}); replace it (pull or "
+                           "export it again)") from None
     if (num_classes and num_classes != saved_classes) or img_size:
         load_adapted(model, state)
     else:
@@ -87,12 +92,7 @@ def load_model_dir(
 
 def check_model_dir(path: Path) -> None:
     """Refuse a directory whose weights do not fit its config (naming the tensor) or do not read at all."""
-    from safetensors import SafetensorError
-
-    try:
-        load_model_dir(path)
-    except SafetensorError as e:
-        raise DeitctlError(f"{path}: {WEIGHTS} is not a readable safetensors file ({e})") from None
+    load_model_dir(path)
 
 
 def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 from deitctl.core.atomic import write_text
 from deitctl.core.errors import UsageError
 from deitctl.records.plots import plot_curves
+from deitctl.records.rundir import distillation_head_learned
 from deitctl.records.runs import Run, load_run
 from deitctl.records.stats import disagreement, paired_p_value
 
@@ -74,7 +75,7 @@ def method_of(run: Run, runs: Sequence[Run]) -> str:
 def build_row(run: Run, runs: Sequence[Run]) -> dict[str, Any]:
     """One row; accuracies in percent, ``None`` where a value does not apply or is unknown."""
     teacher = find_teacher(run, runs)
-    heads = run.has_dist_token and run.distillation != "none"  # an untaught distillation head is not reported
+    heads = run.has_dist_token and distillation_head_learned(run.recipe)  # an untaught head is not reported
     params, last = run.summary.get("params"), (run.metrics[-1] if run.metrics else {})
     steps = run.summary.get("optimizer_steps", last.get("step"))
     batch = run.recipe.get("batch_size")

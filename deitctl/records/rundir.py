@@ -37,6 +37,13 @@ LOCK = ".deitctl.lock"  # held by the one process writing the run (deitctl.core.
 _RUN_MARKERS = (CHECKPOINTS, METRICS, "model.safetensors")  # a directory holding any of these holds a run
 
 
+def distillation_head_learned(recipe: dict[str, Any]) -> bool:
+    """A ⚗ model's distillation head learned from a teacher, or (recipe key ``label_both_heads``) from the labels.
+    Runs from before that key trained without a teacher left it untrained: their prediction is the class head
+    alone, not the late fusion."""
+    return recipe.get("distillation_type", "none") != "none" or bool(recipe.get("label_both_heads", False))
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -84,10 +91,10 @@ class RunDir:
         return data
 
     def taught_distillation_head(self) -> bool:
-        """False for a run that trained without a teacher: a ⚗ model's distillation head never learned, so its
-        prediction is the class head alone (not the late fusion). A directory without a recipe: True."""
+        """Whether a ⚗ model's distillation head learned (see :func:`distillation_head_learned`); a directory without
+        a recipe (a pulled or exported model): True."""
         data = self.recipe_data()
-        return not data or data.get("distillation_type", "none") != "none"
+        return not data or distillation_head_learned(data)
 
     def recipe(self) -> Recipe:
         """recipe.yaml validated against today's schema (what ``--resume`` continues with)."""

@@ -33,13 +33,14 @@ def build_inputs(plan: Plan, accel: Accelerator, micro: int, accum: int) -> dict
 
 
 def _map_style(plan: Plan, accel: Accelerator, micro: int) -> dict[str, Any]:
-    from deitctl.data.loaders import build_eval_loader, build_train_loader
+    from deitctl.data.loaders import build_eval_loader, build_train_loader, loader_workers
     from deitctl.data.sampler import RepeatAugSampler
     from deitctl.data.samples import collate, with_transform
     from deitctl.data.splits import load_split, subset
     from deitctl.data.transforms import recipe_data_config, train_transform
 
     recipe, opts = plan.recipe, plan.options
+    workers = loader_workers(recipe.num_workers)
     train_split = subset(load_split(recipe.dataset, recipe.train_split, opts.image_column, opts.label_column),
                          opts.max_train_samples, recipe.seed)
     eval_split = subset(load_split(recipe.dataset, recipe.eval_split, opts.image_column, opts.label_column),
@@ -47,10 +48,10 @@ def _map_style(plan: Plan, accel: Accelerator, micro: int) -> dict[str, Any]:
     sampler = RepeatAugSampler(len(train_split), accel.num_processes, accel.process_index,
                                repeats=recipe.repeated_aug, seed=recipe.seed)
     train_ds = with_transform(train_split, train_transform(recipe), recipe.in_chans)
-    train_loader, epoch_sampler = build_train_loader(train_ds, sampler, micro, recipe.num_workers, recipe.seed,
+    train_loader, epoch_sampler = build_train_loader(train_ds, sampler, micro, workers, recipe.seed,
                                                      collate, accel.device.type == "cuda", recipe.decode_once)
     eval_loader = accel.prepare_data_loader(
-        build_eval_loader(eval_split, recipe_data_config(recipe), max(micro, 64), recipe.num_workers),
+        build_eval_loader(eval_split, recipe_data_config(recipe), max(micro, 64), workers),
         device_placement=True)
     # the sampler's epoch length: the data split over the processes (padded), in samples per process
     return {"train_loader": train_loader, "epoch_sampler": epoch_sampler, "eval_loader": eval_loader,
@@ -61,6 +62,7 @@ def _map_style(plan: Plan, accel: Accelerator, micro: int) -> dict[str, Any]:
 def _streamed(plan: Plan, accel: Accelerator, micro: int) -> dict[str, Any]:
     import torch
 
+    from deitctl.data.loaders import loader_workers
     from deitctl.data.splits import load_stream
     from deitctl.data.streaming import ShardStream, StreamLoader, layout
     from deitctl.data.transforms import recipe_eval_transform, train_transform
@@ -77,12 +79,12 @@ def _streamed(plan: Plan, accel: Accelerator, micro: int) -> dict[str, Any]:
         flag = torch.tensor(0.0 if has else 1.0, device=accel.device)
         return accel.reduce(flag, "max").item() == 0
 
-    workers, how = layout(train.num_shards, world, recipe.num_workers)
+    workers, how = layout(train.num_shards, world, loader_workers(recipe.num_workers))
     stream = ShardStream(train, train_transform(recipe), recipe.in_chans, micro, seed=recipe.seed, rank=rank,
                          world=world, buffer=recipe.shuffle_buffer, repeats=recipe.repeated_aug,
                          decode_once=recipe.decode_once)
     loader = StreamLoader(stream, workers, accel.device.type == "cuda", all_have if world > 1 else None)
-    eval_workers, _ = layout(evals.num_shards, world, recipe.num_workers)
+    eval_workers, _ = layout(evals.num_shards, world, loader_workers(recipe.num_workers))
     eval_stream = ShardStream(evals, recipe_eval_transform(recipe), recipe.in_chans, max(micro, 64), rank=rank,
                               world=world, shuffle=False, drop_last=False)
     if accel.is_main_process:

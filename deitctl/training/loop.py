@@ -56,7 +56,7 @@ def train(plan: Plan, on_step: StepHook | None = None) -> dict[str, Any]:
                 with eager(accel.unwrap_model(parts.model)):  # a compiled step would compile again for eval mode
                     row["eval"] = evaluate(parts.model, parts.eval_loader, accel,
                                            "bf16" if parts.precision == "bf16" else "fp32", len(parts.class_names),
-                                           fuse=recipe.is_distilled)  # an untaught distillation head is not fused
+                                           fuse=recipe.is_distilled or recipe.label_both_heads)  # not an untaught head
             runlog.add_epoch(row)
             state.history = runlog.history
             state.epoch, state.step_in_epoch = epoch + 1, 0
@@ -187,6 +187,11 @@ def announce(parts: Parts) -> None:
         f"{recipe.batch_size}  |  lr {recipe.lr:g} × {recipe.batch_size}/{recipe.lr_base_batch} = "
         f"{recipe.effective_lr:.3g}  |  precision {parts.precision}{f' (teacher {parts.teacher.precision})' if parts.teacher else ''}  |  distillation "
         f"{recipe.distillation_type}{teacher}")
+    if parts.warmup_steps >= parts.total_steps:
+        top = lr_at(parts.total_steps - 1, parts.total_steps, parts.warmup_steps, recipe, recipe.effective_lr)
+        log(f"[yellow]note:[/] the lr warm-up ({recipe.warmup_epochs:g} epochs) lasts the whole run ({recipe.epochs} "
+            f"epoch{'s' if recipe.epochs > 1 else ''}): the lr only rises, to {top:.3g} at the last step, never the "
+            f"{recipe.effective_lr:.3g} above; shorten it with --set warmup_epochs=N")
     from deitctl.runtime.rules import describe
 
     on = lambda flag: "on" if flag else "off"  # noqa: E731
@@ -194,8 +199,18 @@ def announce(parts: Parts) -> None:
     log(f"speed on {describe(accel.device)}: attention {parts.attention}  |  compile teacher {compiled}, student "
         f"{on(parts.compile_student)} ({parts.total_steps} steps)  |  fused optimizer {on(recipe.fused_optimizer)}  |  "
         f"fast augment {on(recipe.fast_augment and recipe.img_size <= SMALL)}  |  decode once "
-        f"{on(recipe.decode_once and recipe.repeated_aug > 1)}  |  data workers {parts.train_loader.num_workers}"
+        f"{on(recipe.decode_once and recipe.repeated_aug > 1)}  |  data workers {_workers(parts)}"
         + (f"  |  resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if parts.plan.resume_from else ""))
+
+
+def _workers(parts: Parts) -> str:
+    """The loader workers in use, and why when the recipe asked for more (the cores, or a stream's shards)."""
+    from deitctl.data.loaders import loader_workers
+
+    used, asked = parts.train_loader.num_workers, parts.recipe.num_workers
+    if used == asked:
+        return str(used)
+    return f"{used} (recipe {asked}; {f'{used} cores' if used == loader_workers(asked) else 'one per shard'})"
 
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:

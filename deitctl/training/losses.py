@@ -3,7 +3,8 @@
 With Z_s / Z_d the class / distillation head logits, Z_t the teacher's logits on the same (augmented,
 mixed) input and y the (smoothed or mixed) target:
 
-  none:  L = CE(Z_s, y)                                   — the distillation head gets no gradient
+  none:  L = CE(Z_s, y), or for a ⚗ model ½·(CE(Z_s, y) + CE(Z_d, y)) (``both_heads``: the distillation head learns
+         the labels, so the mean of the heads — timm's and transformers' prediction — is a trained classifier)
   soft:  L = (1-λ)·CE(Z_s, y) + λ·τ²·KL(softmax(Z_t/τ) ‖ softmax(Z_d/τ))
   hard:  L = (1-λ)·CE(Z_s, y) + λ·CE(Z_d, argmax Z_t)      — λ = ½ in the paper; y_t is not smoothed
 
@@ -43,11 +44,14 @@ def distillation_loss(
     tau: float = 1.0,
     label_smoothing: float = 0.0,
     soft_reduction: Literal["batchmean", "elementwise"] = "batchmean",
+    both_heads: bool = False,
 ) -> torch.Tensor:
     """The loss of one batch; ``outputs`` is the (class, distillation) logit pair for ⚗ models."""
     cls, dist = outputs if isinstance(outputs, tuple) else (outputs, outputs)
     loss = base_loss(cls, target, label_smoothing)
     if mode == "none":
+        if both_heads and isinstance(outputs, tuple):
+            return (loss + base_loss(dist, target, label_smoothing)) / 2
         return loss
     if teacher_logits is None:
         raise ValueError(f"{mode} distillation needs teacher logits")

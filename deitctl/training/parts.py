@@ -117,6 +117,7 @@ def setup(plan: Plan) -> Parts:
         ema = ModelEmaV3(model, decay=recipe.ema_decay)
     loss = functools.partial(distillation_loss, mode=recipe.distillation_type, alpha=recipe.distillation_alpha,
                              tau=recipe.distillation_tau, soft_reduction=recipe.soft_reduction,
+                             both_heads=recipe.label_both_heads,
                              label_smoothing=0.0 if data["mixup"] is not None else recipe.label_smoothing)
     parts = Parts(plan, accel, precision, micro, accum, model=model, teacher=teacher, optimizer=optimizer, ema=ema,
                   loss=loss, params=params, gmacs=gmacs, attention=kind, compile_student=False, checkpoint_writer=writer,
@@ -139,6 +140,12 @@ def _student(recipe: Recipe, num_classes: int, main: bool) -> nn.Module:
     from deitctl.models.refs import load_model
 
     if recipe.init_from:
+        from accelerate.utils import set_seed
+
+        from deitctl.models.refs import fetch
+
+        fetch(recipe.init_from)  # a download (and its check, which builds a model) draws random numbers:
+        set_seed(recipe.seed)  # seed after it, so the new head is the same whether the model was cached or not
         extra: dict[str, Any] = {"drop_path_rate": recipe.drop_path} if recipe.drop_path else {}
         model = load_model(recipe.init_from, num_classes=num_classes, img_size=recipe.img_size, **extra).model.train()
     else:
@@ -146,8 +153,9 @@ def _student(recipe: Recipe, num_classes: int, main: bool) -> nn.Module:
     if is_distilled(model):
         model.set_distilled_training(True)  # forward returns (class, distillation) logits while training
         if not recipe.is_distilled and main:
-            log("[yellow]note:[/] a distilled model trained without a teacher: only the class head learns, so read "
-                "top1_cls; pass --teacher MODEL to keep distillation (the paper fine-tunes ⚗ models that way)")
+            learns = "both heads learn the labels" if recipe.label_both_heads else "only the class head learns (read top1_cls)"
+            log(f"[yellow]note:[/] a distilled model trained without a teacher: {learns}; pass --teacher MODEL to keep "
+                "distillation (the paper fine-tunes ⚗ models that way)")
     return model
 
 

@@ -93,8 +93,15 @@ def plan_run(recipe_ref: str, opts: RunOptions) -> Plan:
     for ref in (recipe.init_from, recipe.teacher if recipe.is_distilled else None):
         if ref:
             refs.preflight(ref)
-    check_inputs(recipe.dataset, (recipe.train_split, recipe.eval_split), opts.image_column, opts.label_column,
-                 recipe.streaming, recipe.num_classes)
+    samples = check_inputs(recipe.dataset, (recipe.train_split, recipe.eval_split), opts.image_column,
+                           opts.label_column, recipe.streaming, recipe.num_classes)
+    samples = min(samples, opts.max_train_samples or samples)
+    if samples < recipe.batch_size:
+        raise UsageError(f"{samples} training samples make no full batch of {recipe.batch_size}; lower --batch-size "
+                         "or use more data (--max-train-samples)")
+    if recipe.init_from:  # the records name the architecture the run fine-tunes, not the recipe's default
+        model, model_args = refs.architecture(recipe.init_from)
+        recipe = recipe.model_copy(update={"model": model, "model_args": model_args})
     run = RunDir(opts.out or Path("runs") / recipe.name)
     if not _is_main_process():
         return Plan(recipe, run, opts)
