@@ -111,7 +111,9 @@ def _section(title: str, content: str) -> list[str]:
 
 def _summary_line(facts: dict[str, Any], recipe: dict[str, Any]) -> str:
     kind = "distilled DeiT (class + distillation token)" if facts["distilled"] else "DeiT vision transformer"
-    trained = f", trained on `{recipe['dataset']}` for {recipe.get('epochs', '?')} epochs" if recipe.get("dataset") else ""
+    epochs = recipe.get("epochs", "?")
+    trained = f", trained on `{recipe['dataset']}` for {epochs} epoch{'' if epochs == 1 else 's'}" \
+        if recipe.get("dataset") else ""
     return (f"A {kind} — timm architecture `{facts['arch']}`, {facts['params_m']} M parameters, input "
             f"{facts['input']}, {facts['classes']} classes{trained}. Published with deitctl.\n")
 
@@ -156,7 +158,8 @@ def _usage(repo_id: str) -> str:
     return f"""With deitctl (downloads safetensors only, checks the sha256 and that config and weights agree):
 
 ```bash
-deitctl eval {repo_id} --dataset DATASET
+deitctl eval {repo_id}                # on the dataset this card names (--dataset D for another)
+deitctl predict {repo_id} photo.jpg   # top classes of each head, --json: one object per image
 deitctl pull {repo_id} --out model/
 ```
 
