@@ -12,6 +12,9 @@ every repeat, so neither drifting load nor a partner favours one variant:
   … <lever> off         the defaults with that one lever switched back
 
     .venv/bin/python benchmarks/bench_main_job.py runs/main/fashion-teacher [--samples 3000] [--repeats 5]
+
+``--threads`` times the threads-per-process lever instead: the machine's total img/s with two runs side by
+side at one thread each (the sum of their rates) against one run alone at two threads, alternating.
 """
 
 from __future__ import annotations
@@ -41,12 +44,12 @@ VARIANTS = {
 }
 
 
-def start(teacher: str, samples: int, extra: list[str], out: Path) -> subprocess.Popen:
+def start(teacher: str, samples: int, extra: list[str], out: Path, threads: int = 1) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "deitctl.cli", "train", "fashion-deit-ti-distilled", "--teacher", teacher,
            "--out", str(out), "--overwrite", "--epochs", "1", "--max-train-samples", str(samples),
            "--max-eval-samples", "64", "--set", "warmup_epochs=0", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
 
 
 def run_pair(teacher: str, samples: int, names: list[str], tmp: Path) -> dict[str, float]:
@@ -65,8 +68,12 @@ def main() -> None:
     p.add_argument("teacher", help="the main job's teacher run (runs/main/fashion-teacher)")
     p.add_argument("--samples", type=int, default=3000)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", action="store_true", help="time two 1-thread runs against one 2-thread run")
     args = p.parse_args()
     from machine import header, ratio_table, runs_line
+
+    if args.threads:
+        return compare_threads(args.teacher, args.samples, args.repeats)
 
     rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
     names = list(VARIANTS)
@@ -79,6 +86,28 @@ def main() -> None:
     print(header())
     print(ratio_table("main-job student (DeiT⚗ + fp32 teacher), 28 px, batch 64, two runs side by side at one "
                       "thread each", "img/s", rates))
+    print(runs_line(rates))
+
+
+def compare_threads(teacher: str, samples: int, repeats: int) -> None:
+    """Total img/s of the machine: one run at two threads, then two runs side by side at one thread each."""
+    from machine import header, ratio_table, runs_line
+
+    rates: dict[str, list[float]] = {"one run, 2 threads": [], "two runs side by side, 1 thread each (sum)": []}
+    defaults = VARIANTS["main-job defaults"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            for name, threads, runs in (("one run, 2 threads", 2, 1),
+                                        ("two runs side by side, 1 thread each (sum)", 1, 2)):
+                outs = [Path(tmp) / f"t{i}" for i in range(runs)]
+                procs = [start(teacher, samples, defaults, out, threads) for out in outs]
+                for proc in procs:
+                    _, err = proc.communicate()
+                    if proc.returncode:
+                        raise SystemExit(f"{name} failed:\n{err.decode()[-2000:]}")
+                rates[name].append(sum(json.loads((o / "summary.json").read_text())["train_img_per_s"] for o in outs))
+    print(header())
+    print(ratio_table("main-job student (DeiT⚗ + fp32 teacher), the machine's total", "img/s", rates))
     print(runs_line(rates))
 
 

@@ -84,3 +84,22 @@ def test_cpu_peak_memory_sees_an_allocation():
         time.sleep(0.05)
         del block
     assert 48 <= peak.mib <= 200
+
+
+@pytest.mark.parametrize("kind, expected", [("avx2", ["fp32"]), ("avx512", ["fp32"]),
+                                            ("amx", ["fp32", "bf16"]), ("avx512-bf16", ["fp32", "bf16"])])
+def test_default_precisions_follow_the_hardware(cli, tiny_model_dir, monkeypatch, kind, expected):
+    """bf16 is timed by default only where the CPU computes it; where it is emulated the run says why not."""
+    import dataclasses
+
+    from deitctl.runtime import hardware
+
+    real = hardware.cpu()
+    fake = dataclasses.replace(real, amx=kind == "amx", avx512_bf16=kind == "avx512-bf16",
+                               avx512=kind in ("avx512", "avx512-bf16", "amx"))
+    monkeypatch.setattr(hardware, "cpu", lambda: fake)
+    assert fake.kind == kind
+    code, out, err = cli("bench", tiny_model_dir, "--batch-sizes", "2", "--repeats", "1", "--json")
+    assert code == 0, err
+    assert [r["precision"] for r in json.loads(out)] == expected
+    assert ("bf16 is emulated on this CPU" in err) == (expected == ["fp32"])

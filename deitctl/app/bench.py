@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class BenchRequest:
     model: str  # a model reference, recipe name or timm name
     batch_sizes: list[int]
-    precisions: list[str] | None = None  # default: fp32 and bf16 (an ONNX file: fp32, its own precision)
+    precisions: list[str] | None = None  # default: ``default_precisions`` (an ONNX file: fp32, its own precision)
     img_size: int | None = None
     compile_model: bool = False
     repeats: int = 5
@@ -82,7 +82,7 @@ def run(req: BenchRequest) -> list[dict[str, Any]]:
         if p == "int8":
             require_torchao()
     loaded = load_for_bench(req.model, req.img_size)
-    default = ["fp32", "bf16"] if loaded.runtime == "torch" else ["fp32"]
+    default = default_precisions(dev) if loaded.runtime == "torch" else ["fp32"]
     precisions = [loaded.check_runtime(p, req.compile_model) for p in req.precisions or default]
     if loaded.runtime != "torch":
         dev = torch.device("cpu")  # ONNX Runtime's CPU provider
@@ -111,6 +111,21 @@ def run(req: BenchRequest) -> list[dict[str, Any]]:
                          "ms_per_batch": round(seconds * 1e3, 3), "peak_mem_mb": round(peak.mib, 1), **common,
                          "compile": forward.compiled})  # int8 always compiles
     return rows
+
+
+def default_precisions(device: torch.device) -> list[str]:
+    """fp32, and bf16 only where the hardware computes it: on a CPU that emulates bf16 (AVX2, plain AVX-512)
+    a bf16 row is ~80× slower than fp32, a figure nobody would deploy — timed only when asked for."""
+    from deitctl.core.console import log
+    from deitctl.runtime.precision import native_bf16
+
+    if native_bf16(device):
+        return ["fp32", "bf16"]
+    if device.type == "cpu":
+        from deitctl.runtime.hardware import cpu
+
+        log(f"bf16 is emulated on this CPU (class {cpu().kind}): timing fp32 only; --precision fp32,bf16 times both")
+    return ["fp32"]
 
 
 def _device_name(device: torch.device) -> str:

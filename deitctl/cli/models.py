@@ -74,8 +74,8 @@ def bench(
     model: str = typer.Argument(..., help="Model reference, recipe name or timm model name."),
     batch_sizes: str = typer.Option("1,32", "--batch-sizes", help="Comma-separated batch sizes."),
     precision: str | None = typer.Option(None, "--precision", help="Comma-separated: fp32, bf16, fp16, int8 "
-                                         "(default fp32,bf16; an ONNX model runs fp32 only; int8 calibrates "
-                                         "on random inputs: a speed figure)."),
+                                         "(default fp32, plus bf16 where the hardware has it; an ONNX model "
+                                         "runs fp32 only; int8 calibrates on random inputs: a speed figure)."),
     img_size: int | None = typer.Option(None, "--img-size"),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model first."),
     repeats: int = typer.Option(5, "--repeats", help="Timed runs; the median is reported."),
