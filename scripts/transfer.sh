@@ -12,7 +12,8 @@
 #   finetuned     the main job's DeiT⚗ fine-tuned, no teacher
 #   finetuned-kd  the same, distilling from that teacher while fine-tuning
 # each evaluated with `deitctl eval --save` and compared by `deitctl report` (exact McNemar tests on the 360
-# test images): runs/transfer/seed-N/report.md. Environment: MAIN (runs/main), OUT (runs/transfer),
+# test images): runs/transfer/seed-N/report.md; all seeds with the comparisons' p-values (scripts/transfer_table.py):
+# runs/transfer/summary.md. Environment: MAIN (runs/main), OUT (runs/transfer),
 # SEEDS ("0 1 2"), EPOCHS (40), SKIP_SETUP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +56,8 @@ for seed in ${SEEDS:-0 1 2}; do
     --set distillation_type=none --out "$dir/finetuned"
   side_by_side "$dir/scratch-kd.log" deitctl train "${student[@]}" --teacher "$dir/teacher" --out "$dir/scratch-kd"
   join
-  OMP_NUM_THREADS=2 deitctl finetune "${student[@]}" --from "$MAIN/fashion-deit-ti-distilled" --teacher "$dir/teacher" \
+  # One thread even alone: a model this small gains little from a second one, and loses badly to a busy machine.
+  OMP_NUM_THREADS=1 deitctl finetune "${student[@]}" --from "$MAIN/fashion-deit-ti-distilled" --teacher "$dir/teacher" \
     --out "$dir/finetuned-kd" > "$dir/finetuned-kd.log" 2>&1
   for run in teacher scratch scratch-kd finetuned finetuned-kd; do
     deitctl eval "$dir/$run" --save --json > /dev/null
@@ -63,4 +65,5 @@ for seed in ${SEEDS:-0 1 2}; do
   deitctl report "$dir"/{teacher,scratch,scratch-kd,finetuned,finetuned-kd} --out "$dir/report.md" > /dev/null
   grep -A 12 "^| method\|^| run" "$dir/report.md" | head -14 >&2 || true
 done
-echo "reports: $OUT/seed-*/report.md" >&2
+python scripts/transfer_table.py "$OUT" | tee "$OUT/summary.md"
+echo "reports: $OUT/seed-*/report.md, all seeds: $OUT/summary.md" >&2
