@@ -3,12 +3,14 @@
 It answers the endpoints the client uses to create repos and branches, upload (regular files inline
 in the commit, ``*.safetensors``/``*.png`` through the LFS batch API like the Hub's .gitattributes),
 read repo info, list trees and download files — with the Hub's error headers (``X-Error-Code``).
-Model repos (``/api/models/…``, ``/{id}/resolve/…``) and dataset repos (``/api/datasets/…``,
+Model repos (``/api/models/…``, ``/{id}/resolve/…``), dataset repos (``/api/datasets/…``,
 ``/datasets/{id}/resolve/…``, what ``datasets.load_dataset(id, streaming=True)`` reads through
-``HfFileSystem``) share the same routes; downloads answer ``Range`` requests with 206 Partial Content.
+``HfFileSystem``) and Spaces (``/api/spaces/…``, created with their SDK: ``push --demo``) share the same
+routes; downloads answer ``Range`` requests with 206 Partial Content.
 Listens on 127.0.0.1 only, on a free port, in a daemon thread. Tests inspect ``HubState`` to see
 what was committed (e.g. that a refused push sent nothing) and which byte ranges were read.
-State keys: a model repo is ``org/name``, a dataset repo ``datasets/org/name`` (see ``repo_key``).
+State keys: a model repo is ``org/name``, a dataset repo ``datasets/org/name``, a Space ``spaces/org/name``
+(see ``repo_key``).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ LFS_SUFFIXES = (".safetensors", ".png", ".onnx", ".bin")
 GITATTRIBUTES = b"".join(b"*%s filter=lfs diff=lfs merge=lfs -text\n" % s.encode() for s in LFS_SUFFIXES)
 
 
-KINDS = {"models": "model", "datasets": "dataset"}  # URL segment -> repo_type
+KINDS = {"models": "model", "datasets": "dataset", "spaces": "space"}  # URL segment -> repo_type
 
 
 def repo_key(repo_id: str, repo_type: str | None = None) -> str:
-    """Where ``HubState.repos`` keeps a repo: models under their id, datasets under ``datasets/{id}`` (as in URLs)."""
+    """Where ``HubState.repos`` keeps a repo: models under their id, datasets and Spaces under ``datasets/{id}`` and
+    ``spaces/{id}`` (as in URLs)."""
     return repo_id if repo_type in (None, "model") else f"{repo_type}s/{repo_id}"
 
 
@@ -42,6 +45,7 @@ def git_oid(data: bytes) -> str:
 @dataclass
 class Repo:
     private: bool
+    sdk: str | None = None  # a Space's SDK, as created (gradio, streamlit, docker, static)
     branches: dict[str, str] = field(default_factory=dict)  # branch -> commit
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit -> {path: content}
 
@@ -138,8 +142,8 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------------------------- routes
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> None:
-        api = r"/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)"  # a model or dataset repo's API
-        web = r"/(?:(?P<kind>datasets)/)?(?P<repo>[^/]+/[^/]+)"  # its web path: /org/name or /datasets/org/name
+        api = r"/api/(?P<kind>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)"  # a model, dataset or Space's API
+        web = r"/(?:(?P<kind>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)"  # its web path: /org/name, /datasets/org/name
         routes: list[tuple[str, str, Any]] = [
             ("POST", r"/api/repos/create", self.create_repo),
             ("POST", r"/api/validate-yaml", lambda body: self._send(200, {"errors": [], "warnings": []})),
@@ -186,7 +190,10 @@ class Handler(BaseHTTPRequestHandler):
     @staticmethod
     def _id(key: str) -> tuple[str, str]:
         """(repo id, repo type) of a state key."""
-        return (key.removeprefix("datasets/"), "dataset") if key.startswith("datasets/") else (key, "model")
+        for kind in ("dataset", "space"):
+            if key.startswith(f"{kind}s/"):
+                return key.removeprefix(f"{kind}s/"), kind
+        return key, "model"
 
     @property
     def base(self) -> str:
@@ -207,11 +214,13 @@ class Handler(BaseHTTPRequestHandler):
         repo_type = payload.get("type") or "model"
         if repo_type not in KINDS.values():
             raise HubError(400, None, f"repo type {repo_type!r} is not served here")
+        if (repo_type == "space") != bool(payload.get("sdk")):
+            raise HubError(400, None, "a Space is created with its sdk, and only a Space has one")
         key = repo_key(repo_id, repo_type)
         url = f"{self.base}/{key}"
         if key in self.state.repos:
             return self._send(409, {"error": f"You already created this {repo_type} repo", "url": url})
-        self.state.repos[key] = Repo(private=payload.get("visibility") == "private")
+        self.state.repos[key] = Repo(private=payload.get("visibility") == "private", sdk=payload.get("sdk"))
         self.state.new_commit(key, "main", {".gitattributes": GITATTRIBUTES}, "initial commit")
         return self._send(200, {"url": url, "name": repo_id})
 
@@ -281,6 +290,8 @@ class Handler(BaseHTTPRequestHandler):
         info = {"id": repo_id, "sha": commit, "private": self._repo(repo).private, "tags": [], "siblings": siblings}
         if repo_type == "model":
             return self._send(200, {**info, "modelId": repo_id, "library_name": "timm"})
+        if repo_type == "space":
+            return self._send(200, {**info, "sdk": self._repo(repo).sdk, "cardData": self._card_data(files)})
         return self._send(200, {**info, "_id": commit[:24], "author": repo_id.split("/")[0], "disabled": False,
                                 "gated": False, "downloads": 0, "likes": 0, "cardData": self._card_data(files)})
 

@@ -152,10 +152,10 @@ def _recorded(model: str, dataset: str | None) -> tuple[dict[str, Any], str]:
     recipe = RunDir(path).recipe_data() if path.is_dir() else {}
     if recipe or dataset or not path.is_dir():
         return recipe, "its recipe names"
-    return _card_data(path / "README.md"), "its model card names"
+    return card_data(path / "README.md"), "its model card names"
 
 
-def _card_data(readme: Path) -> dict[str, Any]:
+def card_data(readme: Path) -> dict[str, Any]:
     """The data a pushed model card names: the dataset it was scored on when deitctl knows it by name
     (``cifar100-coarse``), else the first Hub id under ``datasets:`` (by deitctl's name for it, where it has one);
     and the split it was scored on. {} when the card names none (a model trained on a local dataset)."""

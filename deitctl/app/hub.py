@@ -3,7 +3,8 @@
 push: one commit holding ``config.json``, ``model.safetensors``, a generated ``README.md`` model card
 (``deitctl.records.modelcard``) and ``curves.png`` when the run has one. The model is loaded first, so
 something that is not a model, or whose config does not fit its weights, is refused before anything
-is sent. pull: safetensors and config only, checksums verified, and the model rebuilt from its config
+is sent. With ``demo``, a Space of the same name follows (``deitctl.app.space``: a Gradio app running
+``deitctl demo`` on the pushed model), and the card links to it. pull: safetensors and config only, checksums verified, and the model rebuilt from its config
 before the files are kept (``deitctl.hub.client``).
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deitctl.core.errors import UsageError
+from deitctl.core.errors import DeitctlError, UsageError
 from deitctl.hub.types import DEFAULT_BRANCH, REVISION, PullResult, file_sha256, parse_repo
 
 
@@ -26,6 +27,7 @@ class PushRequest:
     private: bool = False
     message: str | None = None
     hub_dir: Path | None = None
+    demo: bool = False  # also publish a Space that shows the model working
 
 
 @dataclass
@@ -53,8 +55,12 @@ def push(req: PushRequest) -> dict[str, Any]:
     if not is_model_dir(source):
         raise UsageError(f"{source}: not a model or run directory (needs {CONFIG} and {WEIGHTS}); nothing was pushed")
     remote = client.connect(req.hub_dir)  # an unreachable hub is said before the model is even loaded
+    if req.demo and not remote.hosts_spaces:
+        raise UsageError(f"--demo publishes a Space, which runs on a Hub, and {remote.where} only keeps files; push "
+                         "without --demo (and run `deitctl demo` on the model), or push to a Hub")
     loaded = load_model_dir(source)  # refuses a config that does not fit the weights, before any upload
-    card = build_card(source, repo_id, loaded)
+    demo_url = remote.space_url(repo_id) if req.demo else None  # type: ignore[attr-defined]
+    card = build_card(source, repo_id, loaded, demo_url)
     with tempfile.TemporaryDirectory(prefix="deitctl-card-") as tmp:
         readme = Path(tmp) / "README.md"
         readme.write_text(card)
@@ -63,8 +69,28 @@ def push(req: PushRequest) -> dict[str, Any]:
             files[CURVES] = source / CURVES
         result = client.push(remote, repo_id, files, req.message or f"Upload {loaded.arch} with deitctl",
                              req.revision, req.private)
-    return {"repo_id": repo_id, "revision": req.revision or DEFAULT_BRANCH, "commit": result.commit,
-            "url": result.url, "changed": result.changed, "files": sorted(files), "sha256": file_sha256(source / WEIGHTS)}
+    pushed = {"repo_id": repo_id, "revision": req.revision or DEFAULT_BRANCH, "commit": result.commit,
+              "url": result.url, "changed": result.changed, "files": sorted(files),
+              "sha256": file_sha256(source / WEIGHTS)}
+    if req.demo:
+        pushed["space"] = _push_space(remote, repo_id, req)
+    return pushed
+
+
+def _push_space(remote: Any, repo_id: str, req: PushRequest) -> dict[str, Any]:
+    """The Space of the same name, whose app loads the model just pushed (on its branch, when not main)."""
+    from deitctl.app.space import space_files
+    from deitctl.hub import client
+
+    model = f"{repo_id}@{req.revision}" if req.revision else repo_id
+    with tempfile.TemporaryDirectory(prefix="deitctl-space-") as tmp:
+        files = space_files(repo_id, model, f"{remote.endpoint}/{repo_id}", Path(tmp))
+        try:
+            result = client.push_space(remote, repo_id, files, f"Demo of {model} with deitctl", req.private)
+        except DeitctlError as e:
+            raise type(e)(f"the model was pushed, the Space was not: {e}; push again with --demo to retry") from None
+    return {"repo_id": repo_id, "url": remote.space_url(repo_id), "commit": result.commit, "changed": result.changed,
+            "files": sorted(files)}
 
 
 def pull(req: PullRequest) -> PullResult:

@@ -47,15 +47,12 @@ def run(req: PredictRequest) -> dict[str, Any]:
         raise UsageError(f"{req.attention} already exists; choose another --attention directory or pass --overwrite")
     files = images.collect(req.inputs)
     preflight(req.model)  # what needs no model is said now, not after torch and timm have loaded
-    import torch
-
     from deitctl.core.atomic import atomic_dir
     from deitctl.core.console import log, progress
     from deitctl.data.transforms import eval_transform
     from deitctl.evaluation.attention import check_vit
     from deitctl.evaluation.metrics import device_of
     from deitctl.models.refs import load_model
-    from deitctl.runtime.precision import resolve_precision
     from deitctl.runtime.predictor import Predictor
 
     loaded = load_model(req.model)
@@ -64,14 +61,8 @@ def run(req: PredictRequest) -> dict[str, Any]:
             "indices")
     if req.attention is not None:
         check_vit(loaded.model, "--attention")
-    precision = loaded.check_runtime(req.precision, False)
-    if precision == "int8":  # static int8 needs calibration images that are not the ones predicted
-        raise UsageError("--precision int8 is for deitctl eval and bench (it calibrates on training images); "
-                         "predict with auto, bf16 or fp32, or export an int8 ONNX model (deitctl export "
-                         "--format onnx --quantize int8) and predict with that")
-    device = torch.device("cuda" if torch.cuda.is_available() and loaded.runtime == "torch" else "cpu")
-    precision = resolve_precision(precision, device)
-    fuse = not (loaded.path and not _taught(loaded.path))
+    device, precision = runtime_for(loaded, req.precision)
+    fuse = fuses(loaded)
     predictor = Predictor(loaded.model, precision, device) if req.attention is None else None
     config = loaded.data_config
     predictions: list[dict[str, Any]] = []
@@ -87,7 +78,7 @@ def run(req: PredictRequest) -> dict[str, Any]:
             if batch is not None:
                 heads = _heads(loaded, batch, predictor, out, [files[i] for i in indices], indices)
                 for k, index in enumerate(indices):
-                    predictions.append(_describe(files[index], heads, k, loaded.label_names, req.top_k, fuse))
+                    predictions.append(describe(files[index], heads, k, loaded.label_names, req.top_k, fuse))
             bar.update(task, advance=len(indices) + len(bad), info=f"{len(skipped)} skipped")
     if not predictions:
         raise UsageError(f"none of the {len(files)} files is a readable image ({skipped[0]['path']}: "
@@ -96,10 +87,27 @@ def run(req: PredictRequest) -> dict[str, Any]:
             "predictions": predictions, "skipped": skipped, "attention": str(req.attention) if req.attention else None}
 
 
-def _taught(path: Path) -> bool:
+def runtime_for(loaded: LoadedModel, precision: str) -> tuple[torch.device, str]:
+    """(device, precision) a model predicts with: ``auto`` is bf16 where the hardware computes it natively; int8 is
+    refused (it calibrates on training images). ``demo`` asks this too, so both answer alike."""
+    import torch
+
+    from deitctl.runtime.precision import resolve_precision
+
+    precision = loaded.check_runtime(precision, False)
+    if precision == "int8":  # static int8 needs calibration images that are not the ones predicted
+        raise UsageError("--precision int8 is for deitctl eval and bench (it calibrates on training images); "
+                         "predict with auto, bf16 or fp32, or export an int8 ONNX model (deitctl export "
+                         "--format onnx --quantize int8) and predict with that")
+    device = torch.device("cuda" if torch.cuda.is_available() and loaded.runtime == "torch" else "cpu")
+    return device, resolve_precision(precision, device)
+
+
+def fuses(loaded: LoadedModel) -> bool:
+    """Whether the answer is the fused prediction: not for a DeiT⚗ run whose distillation head never learned."""
     from deitctl.records.rundir import RunDir
 
-    return RunDir(path).taught_distillation_head()
+    return not (loaded.path and not RunDir(loaded.path).taught_distillation_head())
 
 
 def _heads(loaded: LoadedModel, batch: torch.Tensor, predictor: Any, out: Path | None, paths: list[Path],
@@ -119,14 +127,15 @@ def _heads(loaded: LoadedModel, batch: torch.Tensor, predictor: Any, out: Path |
         fused, cls, dist = head_logits(model, batch.to(next(model.parameters()).dtype))
     grid = tuple(model.patch_embed.grid_size)
     views = token_maps(maps, getattr(model, "num_prefix_tokens", 1), grid)
-    shown = _denormalised(batch, loaded.data_config)
+    shown = denormalised(batch, loaded.data_config)
     for k, (path, index) in enumerate(zip(paths, indices, strict=True)):
         plot_attention(shown[k], {name: m[k].cpu().numpy() for name, m in views.items()},
                        out / f"{index:05d}-{path.stem}.png", title=path.name)
     return tuple(None if t is None else t.float() for t in (fused, cls, dist))
 
 
-def _denormalised(batch: torch.Tensor, config: Any) -> Any:
+def denormalised(batch: torch.Tensor, config: Any) -> Any:
+    """The images as the model saw them (after resize and crop), in [0, 1], channels last: what is drawn."""
     import torch
 
     from deitctl.data.transforms import channel_stats
@@ -137,7 +146,8 @@ def _denormalised(batch: torch.Tensor, config: Any) -> Any:
     return (batch.float().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-def _describe(path: Path, heads: tuple, k: int, labels: list[str] | None, top_k: int, fuse: bool) -> dict[str, Any]:
+def describe(path: Path, heads: tuple, k: int, labels: list[str] | None, top_k: int, fuse: bool) -> dict[str, Any]:
+    """Image ``k`` of a batch as one JSON line of ``predict --json``: its top-k, and each head of a DeiT⚗."""
     fused, cls, dist = heads
     row: dict[str, Any] = {"path": str(path), "top_k": _top(cls if cls is not None and not fuse else fused, k,
                                                            labels, top_k)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from deitctl.cli import hub, models, records, training  # noqa: F401  (each registers its commands)
+from deitctl.cli import demo, hub, models, records, training  # noqa: F401  (each registers its commands)
 from deitctl.cli.base import app, state
 from deitctl.core.atomic import is_disk_full
 from deitctl.core.errors import DeitctlError, unwrap_worker_message

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Recipe(BaseModel):
@@ -87,6 +87,10 @@ class Recipe(BaseModel):
     teacher_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp32 for hard labels, else precision
     checkpoint_every: int = Field(0, ge=0)  # optimizer steps between mid-epoch checkpoints; 0 = per epoch only
     eval_every: int = Field(1, ge=0)  # epochs between evaluations; 0 = only at the end
+    # experiment trackers (records.runlog, accelerate's): tensorboard (RUN/tb), wandb, mlflow, all (those installed),
+    # none; a list, or one string with commas (--report-to tensorboard,mlflow)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "all", "none"]] = Field(
+        default_factory=lambda: ["tensorboard"])
 
     # speed levers (deitctl/speed.py): none changes what is computed beyond rounding; each can be turned off
     compile: bool | Literal["auto"] = "auto"  # the frozen teacher, weights folded in; auto: runtime.rules
@@ -95,6 +99,18 @@ class Recipe(BaseModel):
     fused_optimizer: bool = True  # AdamW's fused kernel
     fast_augment: bool = True  # <= 32 px: the augmentation in NumPy (bit-identical to the torchvision ops, 2.3x cheaper)
     decode_once: bool = True  # repeated augmentation's copies of a sample decode once (bit-identical; data.loaders)
+    # distillation: the teacher's outputs stored once per augmented batch and read by every run on the same images
+    # (bit-identical; training.teacher_store); auto: on for map-style data
+    teacher_store: bool | Literal["auto"] = "auto"
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _tracker_list(cls, value: Any) -> Any:
+        """``"tensorboard,mlflow"`` (a flag, a --set) is the list of those two; "none" with others says two things."""
+        names = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if isinstance(names, list) and "none" in names and len(set(names)) > 1:
+            raise ValueError("'none' reports to no tracker: name it alone")
+        return names
 
     @property
     def effective_lr(self) -> float:

@@ -67,3 +67,44 @@ def batches(files: Sequence[Path], transform: Callable, channels: int, batch_siz
     loader = DataLoader(ImageFiles(files, transform, channels), batch_size=batch_size, shuffle=False,
                         num_workers=min(num_workers, len(files) // batch_size + 1), collate_fn=_collate)
     yield from loader
+
+
+MAX_PIXELS = 40_000_000  # one image decoded for a person (the demo): at most 120 MB as RGB
+
+
+def open_bounded(path: Path, mode: str, max_pixels: int = MAX_PIXELS) -> tuple[Any, list[str]]:
+    """One image a person hands over, decoded in ``mode`` ("L" or "RGB") with bounded memory, and notes on what was
+    done to it. Its size is read from the header first: a JPEG larger than ``max_pixels`` decodes at 1/2, 1/4 or 1/8
+    scale (what its format allows for free), any other image that large is refused before it is decoded — so is
+    anything that is not an image. Refusals are ``UsageError``s worded for the person."""
+    import math
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    notes = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is ours, and lower
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels and img.format == "JPEG":
+                    shrink = 2 ** math.ceil(math.log2(math.sqrt(width * height / max_pixels)))  # draft: 2, 4 or 8
+                    img.draft(mode, (math.ceil(width / shrink), math.ceil(height / shrink)))
+                    if img.size != (width, height):
+                        notes.append(f"decoded at {img.size[0]}×{img.size[1]} from {width}×{height} pixels (JPEG "
+                                     "scaling): the model sees a resized image anyway")
+                if img.size[0] * img.size[1] > max_pixels:
+                    raise UsageError(f"the image is {width}×{height} pixels, more than the {max_pixels / 1e6:.0f} "
+                                     "megapixels decoded here; send a smaller copy (the model sees a resized image)")
+                img.load()
+                if img.mode != mode:
+                    notes.append(f"converted from {img.mode} to {mode}: the model takes "
+                                 f"{'grayscale' if mode == 'L' else 'RGB'} images")
+                return img.convert(mode), notes
+    except UnidentifiedImageError:
+        raise UsageError(f"{path.name} is not an image this demo can read (PNG, JPEG, WebP, GIF, BMP, TIFF, …)") from None
+    except Image.DecompressionBombError as e:
+        raise UsageError(f"refused to decode {path.name}: {e}") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise UsageError(f"{path.name} could not be decoded ({type(e).__name__}: {e})") from None

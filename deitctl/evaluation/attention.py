@@ -20,6 +20,7 @@ from deitctl.core.errors import UsageError
 from deitctl.runtime.attention import set_attention
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
@@ -65,3 +66,19 @@ def token_maps(maps: list[torch.Tensor], prefix: int, grid: tuple[int, int]) -> 
             high = patches.flatten(1).max(1).values.view(-1, 1, 1)
             out[f"{name} {kind}"] = (patches - low) / (high - low).clamp_min(1e-12)
     return out
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, size: int = 224, alpha: float = 0.55) -> np.ndarray:
+    """A map (``heat``: h×w in [0, 1], e.g. a rollout of ``token_maps``) drawn over the image the model saw (H×W×C in
+    [0, 1]), both scaled to size×size: uint8 RGB to show a person. The image is scaled with nearest neighbours
+    (its pixels stay visible at 28 px), the coarse patch grid bilinearly, coloured with matplotlib's inferno."""
+    import numpy as np
+    from matplotlib import colormaps
+    from PIL import Image
+
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+    base = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)).resize((size, size), Image.NEAREST)
+    grid = Image.fromarray((np.clip(heat, 0, 1) * 255).round().astype(np.uint8)).resize((size, size), Image.BILINEAR)
+    colour = colormaps["inferno"](np.asarray(grid) / 255.0)[..., :3]
+    mixed = (1 - alpha) * np.asarray(base) / 255.0 + alpha * colour
+    return (mixed * 255).round().astype(np.uint8)

@@ -191,3 +191,12 @@ def push(remote: Remote, repo_id: str, files: dict[str, Path], message: str, rev
     """One commit of ``files`` (name in the repo → local path) to ``repo_id`` on the branch ``revision``."""
     log(f"pushing {', '.join(files)} to {repo_id}@{revision or DEFAULT_BRANCH} ({remote.where})")
     return remote.commit(repo_id, files, message, revision, private)
+
+
+def push_space(remote: Remote, space_id: str, files: dict[str, Path], message: str, private: bool = False,
+               sdk: str = "gradio") -> CommitResult:
+    """One commit of ``files`` to the Space ``space_id`` (created with ``sdk`` if new), on its main branch."""
+    if not remote.hosts_spaces:
+        raise UsageError(f"{remote.where} cannot run a Space; push the demo to a Hub (HF_ENDPOINT)")
+    log(f"pushing {', '.join(files)} to the Space {space_id} ({remote.where})")
+    return remote.commit(space_id, files, message, None, private, space_sdk=sdk)  # type: ignore[call-arg]

@@ -44,6 +44,7 @@ class DirRemote:
     """The same operations as the HTTP hub (snapshot, fetch, commit) on a directory tree."""
 
     needs_network = False
+    hosts_spaces = False  # files only: a Space needs the Hub to run it
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser()

@@ -20,6 +20,7 @@ _TRANSPORT_MODULES = ("httpx", "httpx2", "requests", "urllib3", "h11", "httpcore
 
 class HttpRemote:
     needs_network = True
+    hosts_spaces = True  # a Space (push --demo) runs on the Hub
 
     def __init__(self, endpoint: str | None = None) -> None:
         from huggingface_hub import HfApi, constants
@@ -57,18 +58,25 @@ class HttpRemote:
         _drop_local_dir_metadata(dest.parent)
 
     def commit(
-        self, repo_id: str, files: dict[str, Path], message: str, revision: str | None, private: bool
+        self, repo_id: str, files: dict[str, Path], message: str, revision: str | None, private: bool,
+        space_sdk: str | None = None,
     ) -> CommitResult:
+        """One commit to a model repo, or with ``space_sdk`` to a Space of that SDK (created with it)."""
         from huggingface_hub import CommitOperationAdd
 
+        kind = {"repo_type": "space"} if space_sdk else {}
         with hub_errors(self.where, repo_id, revision, writing=True):
-            self.api.create_repo(repo_id, private=private, exist_ok=True)
+            self.api.create_repo(repo_id, private=private, exist_ok=True, space_sdk=space_sdk, **kind)
             if revision and revision != DEFAULT_BRANCH:
-                self.api.create_branch(repo_id, branch=revision, exist_ok=True)
-            before = self.api.model_info(repo_id, revision=revision).sha
+                self.api.create_branch(repo_id, branch=revision, exist_ok=True, **kind)
+            before = self.api.repo_info(repo_id, revision=revision, **kind).sha
             ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
-            info = self.api.create_commit(repo_id, ops, commit_message=message, revision=revision)
+            info = self.api.create_commit(repo_id, ops, commit_message=message, revision=revision, **kind)
         return CommitResult(info.oid, info.commit_url, changed=info.oid != before)
+
+    def space_url(self, repo_id: str) -> str:
+        """Where a Space is seen on this hub (the model card links there)."""
+        return f"{self.endpoint}/spaces/{repo_id}"
 
 
 def _drop_local_dir_metadata(directory: Path) -> None:

@@ -58,6 +58,7 @@ class Remote(Protocol):
     where: str  # for messages
     cache_key: str  # the pull cache is kept per hub
     needs_network: bool
+    hosts_spaces: bool  # can run a Space (push --demo): the Hub can, a directory cannot
 
     def snapshot(self, repo_id: str, revision: str | None) -> Snapshot: ...
     def fetch(self, snapshot: Snapshot, name: str, dest: Path) -> None: ...

@@ -44,6 +44,22 @@ def final_results(run: RunDir, recipe: dict[str, Any], history: list[dict[str, A
     return {}
 
 
+def card_results(readme: Path) -> dict[str, Any]:
+    """The results a pushed card records (its ``model-index``): {"top1": 91.2, …, "dataset", "split"} in percent,
+    as ``final_results`` wrote them; {} for a card that records none (or one deitctl did not write)."""
+    text = readme.read_text() if readme.is_file() else ""
+    try:
+        meta = yaml.safe_load(text.split("---\n")[1]) if text.startswith("---\n") else {}
+        result = meta["model-index"][0]["results"][0]
+    except (yaml.YAMLError, LookupError, TypeError, AttributeError):
+        return {}
+    names = {label: key for key, label, _ in METRICS}
+    values = {names[m["name"]]: m["value"] for m in result.get("metrics") or [] if m.get("name") in names}
+    scored = result.get("dataset") or {}
+    return {**values, **({"dataset": scored["name"]} if "name" in scored else {}),
+            **({"split": scored["split"]} if "split" in scored else {})}
+
+
 def hub_dataset_id(name: str | None) -> str | None:
     """The Hub id of a dataset name (``fashion-mnist`` → ``zalando-datasets/fashion_mnist``); None for local paths."""
     if not name or Path(name).exists() or name.startswith((".", "/")):
@@ -55,8 +71,9 @@ def hub_dataset_id(name: str | None) -> str | None:
 
 
 # ------------------------------------------------------------------------------------- writing
-def build_card(run_dir: Path, repo_id: str, loaded: LoadedModel) -> str:
-    """The full README.md for ``repo_id`` from run (or model) directory ``run_dir`` and its loaded model."""
+def build_card(run_dir: Path, repo_id: str, loaded: LoadedModel, demo_url: str | None = None) -> str:
+    """The full README.md for ``repo_id`` from run (or model) directory ``run_dir`` and its loaded model; with
+    ``demo_url``, a link to the Space that shows it working (``push --demo``)."""
     from deitctl.models.inspect import count_params, input_size, is_distilled
 
     run = RunDir(run_dir)
@@ -71,6 +88,8 @@ def build_card(run_dir: Path, repo_id: str, loaded: LoadedModel) -> str:
     body = [
         f"# {repo_id.split('/')[-1]}\n",
         _summary_line(facts, recipe),
+        *_section("Demo", f"[Try it in the browser]({demo_url}): drop an image, see the top classes of each head and "
+                  "where the model looks (a Gradio Space running `deitctl demo`).\n" if demo_url else ""),
         *_section("Training recipe", _recipe_table(recipe)),
         *_section("Results", _results_table(results, distilled)),
         *_section("Training curves", "![training curves](curves.png)\n" if (run / CURVES).is_file() else ""),

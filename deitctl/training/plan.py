@@ -89,6 +89,9 @@ def plan_run(recipe_ref: str, opts: RunOptions) -> Plan:
                          "--streaming / --set streaming=false), or convert a subset first with `deitctl data convert`")
     from deitctl.data.splits import check_inputs
     from deitctl.models import refs
+    from deitctl.records.runlog import resolve_report_to
+
+    resolve_report_to(recipe.report_to)  # a tracker's missing package: said before anything is written
 
     for ref in (recipe.init_from, recipe.teacher if recipe.is_distilled else None):
         if ref:
