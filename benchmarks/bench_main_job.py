@@ -35,13 +35,34 @@ OFF = {  # the switch that turns each lever off
     "fast augment (→ torchvision ops)": ["--set", "fast_augment=false"],
     "fused AdamW (→ foreach)": ["--set", "fused_optimizer=false"],
 }
+# Every variant computes its teacher's outputs (the store off), but the one that reads them from a store a run
+# before the timing wrote; and where a class's rules leave the teacher eager, a variant compiles it.
+STORE_OFF = ["--set", "teacher_store=false"]
 MAIN_JOB = ["--set", "compile_student=true"]  # auto compiles runs of >= 2,000 steps; this epoch is shorter
+READ = "… teacher outputs read from the store"
 VARIANTS = {
     "levers off": ["--precision", "fp32", "--no-compile", "--set", "fast_augment=false", "--set",
-                   "fused_optimizer=false", "--set", "attention=fused", "--set", "teacher_precision=fp32"],
-    "main-job defaults": MAIN_JOB,
-    **{f"… {name} off": [*MAIN_JOB, *switch] for name, switch in OFF.items()},
+                   "fused_optimizer=false", "--set", "attention=fused", "--set", "teacher_precision=fp32", *STORE_OFF],
+    "main-job defaults": [*MAIN_JOB, *STORE_OFF],
+    **{f"… {name} off": [*MAIN_JOB, *STORE_OFF, *switch] for name, switch in OFF.items()},
+    "… teacher compiled (→ compile=true)": [*MAIN_JOB, *STORE_OFF, "--set", "compile=true"],
+    READ: MAIN_JOB,
 }
+
+
+def variants_for_this_machine() -> list[str]:
+    """The variants that differ from the defaults here: no bf16 switch where bf16 is emulated (runs are fp32
+    already), and of the teacher's two compile switches the one the class's rule does not already make."""
+    import torch
+
+    from deitctl.runtime.precision import native_bf16
+    from deitctl.runtime.rules import resolve_compile_frozen
+
+    cpu = torch.device("cpu")
+    drop = set() if native_bf16(cpu) else {"… bf16 (→ --precision fp32) off"}
+    compiled = resolve_compile_frozen("auto", "fp32", cpu)  # the main job's teacher is fp32 (hard labels)
+    drop.add("… teacher compiled (→ compile=true)" if compiled else "… teacher compile rule (→ compile=false) off")
+    return [name for name in VARIANTS if name not in drop]
 
 
 def start(teacher: str, samples: int, extra: list[str], out: Path, threads: int = 1) -> subprocess.Popen:
@@ -52,14 +73,18 @@ def start(teacher: str, samples: int, extra: list[str], out: Path, threads: int 
                             env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
 
 
-def run_pair(teacher: str, samples: int, names: list[str], tmp: Path) -> dict[str, float]:
+def run_pair(teacher: str, samples: int, names: list[str], tmp: Path, store_filled: bool = True) -> dict[str, float]:
     procs = {name: start(teacher, samples, VARIANTS[name], tmp / f"run{i}") for i, name in enumerate(names)}
     rates = {}
     for i, (name, proc) in enumerate(procs.items()):
         _, err = proc.communicate()
         if proc.returncode:
             raise SystemExit(f"{name} failed:\n{err.decode()[-2000:]}")
-        rates[name] = json.loads((tmp / f"run{i}" / "summary.json").read_text())["train_img_per_s"]
+        summary = json.loads((tmp / f"run{i}" / "summary.json").read_text())
+        rates[name] = summary["train_img_per_s"]
+        computed = (summary.get("teacher_outputs") or {}).get("computed")
+        if name == READ and store_filled and computed:
+            raise SystemExit(f"{name} computed {computed} teacher outputs: the store did not serve them")
     return rates
 
 
@@ -75,9 +100,11 @@ def main() -> None:
     if args.threads:
         return compare_threads(args.teacher, args.samples, args.repeats)
 
-    rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    names = list(VARIANTS)
+    names = variants_for_this_machine()
+    rates: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["DEITCTL_CACHE"] = str(Path(tmp) / "cache")  # the store READ reads, written now, untimed
+        run_pair(args.teacher, args.samples, [READ], Path(tmp), store_filled=False)
         for r in range(args.repeats):
             order = names[r % len(names):] + names[:r % len(names)]  # rotate the partners every repeat
             for i in range(0, len(order), 2):

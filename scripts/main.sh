@@ -26,6 +26,16 @@ fi
 t_setup=$(stamp)
 seed="${SEED:-0}"
 
+# The machine class decides the speed levers (deitctl/runtime/rules.py) and so the wall time: say both first.
+read -r cpu_class cpu_model < <(python -c "from deitctl.runtime.hardware import cpu; c = cpu(); print(c.kind, c.model)")
+case "$cpu_class${1:-}" in  # wall times of this script on 2 cores, set-up skipped (docs/laptop.md, docs/performance.md)
+  avx512-bf16) expect="about 15 min (measured 14.2 and 15.5 min on an AMD EPYC Zen 5)" ;;
+  avx2) expect="about 30-35 min (34.9 min measured on an AMD EPYC Zen 3 before its teacher was compiled and its outputs stored; bf16 is emulated there: every model trains in fp32)" ;;
+  *--full) expect="about 56 min on AVX512-BF16 (the --full budget); other classes not measured" ;;
+  *) expect="not measured on this class (about 15 min on AVX512-BF16, 33 min on AVX2)" ;;
+esac
+echo "main.sh: CPU class $cpu_class ($cpu_model), $(nproc) cores; expected wall time: $expect" >&2
+
 if [ $full = 1 ]; then
   OUT="${OUT:-runs/main-full}"
   samples="${TRAIN_SAMPLES:-60000}"; teacher_epochs="${TEACHER_EPOCHS:-15}"; student_epochs="${STUDENT_EPOCHS:-20}"
@@ -60,8 +70,11 @@ train_teacher() {
     ${extra_teacher[@]+"${extra_teacher[@]}"}
 }
 train_student() {  # train_student RECIPE: the student recipe on the common images, taught by $teacher unless "none"
+  # Every distilled student sees the same augmented batches, so the teacher's outputs are computed once and
+  # stored (teacher_store, docs/distillation.md); the soft student takes its teacher in fp32 as the hard ones do
+  # (on bf16 hardware it would run in bf16 and get outputs of its own): one teacher signal for all three.
   local teacher_flag=()
-  [ "$1" != fashion-deit-ti ] && teacher_flag=(--teacher "$teacher")
+  [ "$1" != fashion-deit-ti ] && teacher_flag=(--teacher "$teacher" --set teacher_precision=fp32)
   deitctl train "$1" --out "$OUT/$1" --epochs "$student_epochs" "${common[@]}" \
     "${teacher_flag[@]+"${teacher_flag[@]}"}" ${extra_student[@]+"${extra_student[@]}"}
 }

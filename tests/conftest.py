@@ -7,11 +7,14 @@ so tests call the Typer app through CliRunner instead of spawning `deitctl`).
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Caches (folder indexes, teacher outputs) of this test session, never the user's or another session's
+os.environ.setdefault("DEITCTL_CACHE", tempfile.mkdtemp(prefix="deitctl-tests-cache-"))
 
 from pathlib import Path
 

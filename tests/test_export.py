@@ -100,7 +100,10 @@ def test_int8_onnx_export_then_eval_and_bench_of_the_file(cli, tiny_distilled_di
     assert 0 < max(result["relative_diff"].values()) < 0.1  # int8 rounds, within the bound
     ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
     assert "Attention" in ops and "MatMulInteger" in ops  # one attention node per block, int8 matmuls
-    assert json.loads((out / "config.json").read_text())["onnx"] == {"opset": 23, "quantize": "int8"}
+    from deitctl.runtime.hardware import cpu
+
+    bits = 8 if cpu().vnni else 7
+    assert json.loads((out / "config.json").read_text())["onnx"] == {"opset": 23, "quantize": "int8", "weight_bits": bits}
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     want = fused_reference(True, batch(6)).numpy()
     got = session.run(None, {"pixel_values": batch(6).numpy()})[0]
@@ -165,3 +168,32 @@ def test_export_rejects_bad_input(cli, tiny_model_dir, tmp_path):
     assert code == 2 and "already exists" in err and "--overwrite" in err
     code, _, err = cli("export", tiny_model_dir, "--format", "onnx", "--out", tmp_path / "y", "--tolerance", "-1")
     assert code == 2 and "--tolerance must be >= 0" in err
+
+
+@pytest.mark.parametrize("vnni", [True, False], ids=["vnni", "avx2"])
+def test_int8_weights_use_7_bits_where_the_cpu_has_no_vnni(cli, tiny_distilled_dir, tmp_path, monkeypatch, vnni):
+    """ONNX Runtime's int8 kernel without VNNI (VPMADDUBSW) saturates with full-range weights: a DeiT-Ti exported on
+    an AVX2 EPYC differed from PyTorch by 0.255 and was refused. There the weights are quantized to 7 bits."""
+    import dataclasses
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from deitctl.runtime import hardware
+
+    real = hardware.cpu()
+    monkeypatch.setattr(hardware, "cpu", lambda: dataclasses.replace(real, vnni=vnni))
+    out = tmp_path / "int8"
+    export = ["export", tiny_distilled_dir, "--format", "onnx", "--quantize", "int8", "--out", out]
+    code, _, err = cli(*export)
+    if vnni and not real.vnni:  # 8-bit weights on a CPU without VNNI: the saturation this avoids, caught by parity
+        assert code == 1 and "int8 is allowed 0.1): the file does not reproduce the model" in err, err
+        assert not out.exists()
+        return
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["onnx"]["weight_bits"] == (8 if vnni else 7)
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(out / "model.onnx")).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8]
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert largest == (127 if vnni else 64), largest  # per-channel symmetric: each channel's largest weight hits the end

@@ -16,7 +16,7 @@ def test_main_job_smoke(tmp_path):
     env = {**os.environ, "SKIP_SETUP": "1", "OUT": str(out), "TRAIN_SAMPLES": "128", "TEACHER_EPOCHS": "1",
            "STUDENT_EPOCHS": "1", "EVAL_SAMPLES": "128", "EXTRA_TEACHER": "--max-eval-samples 32",
            "EXTRA_STUDENT": "--set model_args.depth=1 --max-eval-samples 32",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DEITCTL_CACHE": str(tmp_path / "c")}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "main.sh")], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -32,3 +32,11 @@ def test_main_job_smoke(tmp_path):
     assert (out / "report_curves.png").stat().st_size > 0
     stages = dict(line.split("\t") for line in (out / "timings.tsv").read_text().splitlines()[1:])
     assert {"teacher", "fashion-deit-ti-distilled", "report", "total"} <= set(stages)
+    assert "main.sh: CPU class " in done.stderr and "expected wall time" in done.stderr
+    # the teacher's outputs: every distilled student's batches are stored or read, and the soft student, trained
+    # after the hard ones on the same images, computes none of them
+    outputs = {run: json.loads((out / run / "summary.json").read_text())["teacher_outputs"]
+               for run in ("fashion-deit-ti-soft", "fashion-deit-ti-hard", "fashion-deit-ti-distilled")}
+    steps = methods["none"]["optimizer_steps"]
+    assert all(o["computed"] + o["read"] == steps for o in outputs.values()), outputs
+    assert outputs["fashion-deit-ti-soft"]["computed"] == 0, outputs

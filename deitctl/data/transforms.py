@@ -180,13 +180,13 @@ def channel_stats(values: Sequence[float], channels: int) -> tuple[float, ...]:
     return (avg,) * channels
 
 
-def make_mixup(recipe: Recipe, num_classes: int):
-    """timm's Mixup/CutMix with the recipe's label smoothing; None when both are off."""
+def make_mixup(recipe: Recipe, num_classes: int) -> SeededMixup | None:
+    """timm's Mixup/CutMix with the recipe's label smoothing, its batch draw seeded per batch; None when both are off."""
     if not (recipe.mixup > 0 or recipe.cutmix > 0):
         return None
     from timm.data import Mixup
 
-    return Mixup(
+    return SeededMixup(Mixup(
         mixup_alpha=recipe.mixup,
         cutmix_alpha=recipe.cutmix,
         prob=recipe.mixup_prob,
@@ -194,4 +194,35 @@ def make_mixup(recipe: Recipe, num_classes: int):
         mode="batch",
         label_smoothing=recipe.label_smoothing,
         num_classes=num_classes,
-    )
+    ), recipe.seed)
+
+
+class SeededMixup:
+    """timm's batch-mode Mixup/CutMix whose draw (mix or not, Mixup or CutMix, λ, the box) is a pure function of
+    the batch's place: (seed, epoch, micro-step in the epoch, rank).
+
+    timm draws these from NumPy's global generator, so a batch's mixing used to depend on every draw made before
+    it in the process. Seeded by the place, the augmented batch is determined by what also determines its images
+    (each sample's augmentation is seeded by (seed, epoch, index, copy)), which lets a teacher-output store key
+    it by that place (``deitctl.training.teacher_store``), and a resumed run mixes as the uninterrupted one without
+    restoring any state. The global generator is restored after the draw: nothing else in the process sees it.
+    Called without a place (``deitctl data show``), it draws from the global generator as timm does.
+    """
+
+    TAG = 0x6D69786D  # "mixm": keeps these seeds apart from other (seed, epoch, …) seed sequences
+
+    def __init__(self, mixup: Any, seed: int) -> None:
+        self.mixup, self.seed = mixup, seed
+
+    def __call__(self, x: Any, target: Any, place: tuple[int, int, int] | None = None) -> tuple[Any, Any]:
+        """Mix ``x`` and its ``target``; ``place`` = (epoch, micro-step in the epoch, rank)."""
+        if place is None:
+            return self.mixup(x, target)
+        import numpy as np
+
+        state = np.random.get_state()
+        np.random.seed(np.random.SeedSequence([self.seed, *place, self.TAG]).generate_state(4))
+        try:
+            return self.mixup(x, target)
+        finally:
+            np.random.set_state(state)

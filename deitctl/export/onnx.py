@@ -10,6 +10,12 @@ as one opset-23 ``Attention`` node on (batch, tokens, channels) tensors, which r
 transposes around it; then every MatMul/Gemm weight is quantized to int8 per output channel, with
 activations quantized on the fly (dynamic quantization: no calibration data). The float graph is
 checked against PyTorch before it is quantized. Measured speed and accuracy: docs/performance.md.
+
+Where the exporting CPU has no VNNI (AVX2, plain AVX-512), weights use 7 bits (``reduce_range``): ONNX Runtime's
+int8 kernel there multiplies with VPMADDUBSW, whose int16 sums saturate with full-range weights — measured on an
+AVX2 EPYC, a DeiT-Ti file with 8-bit weights differed from PyTorch by 0.255 (relative) and was refused. The file
+records which (``config.json`` → ``onnx.weight_bits``); an 8-bit file made on a VNNI CPU should be exported again
+for AVX2-only machines.
 """
 
 from __future__ import annotations
@@ -58,9 +64,10 @@ def write_onnx(loaded: LoadedModel, out: Path, quantize: str | None = None,
         _export(attention_op_copy(loaded.model), loaded, float_file, OPSET_ATTENTION)
         if check_float is not None:
             check_float(OnnxModel(float_file, loaded.num_classes))
-        _quantize_int8(float_file, final)
+        bits = _quantize_int8(float_file, final)
         float_file.unlink()
-    _write_config(loaded, out, {"opset": OPSET if quantize is None else OPSET_ATTENTION, "quantize": quantize})
+    info = {"opset": OPSET if quantize is None else OPSET_ATTENTION, "quantize": quantize}
+    _write_config(loaded, out, info if quantize is None else {**info, "weight_bits": bits})
     return OnnxModel(final, loaded.num_classes), f"onnxruntime {ort.__version__}"
 
 
@@ -81,14 +88,19 @@ def _export(model: nn.Module, loaded: LoadedModel, path: Path, opset: int) -> No
         program.save(str(path))
 
 
-def _quantize_int8(src: Path, dst: Path) -> None:
+def _quantize_int8(src: Path, dst: Path) -> int:
+    """Quantize the MatMul/Gemm weights of ``src`` into ``dst``; returns the weight bits used (8, or 7 without VNNI)."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from deitctl.runtime.hardware import cpu
+
+    reduce_range = not cpu().vnni
     with _quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
                          op_types_to_quantize=["MatMul", "Gemm"],
                          extra_options={"DefaultTensorType": TensorProto.FLOAT})  # Attention's output type
+    return 7 if reduce_range else 8
 
 
 def _write_config(loaded: LoadedModel, out: Path, onnx_info: dict[str, Any]) -> None:

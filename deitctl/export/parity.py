@@ -96,11 +96,14 @@ def compare(reference: nn.Module, candidate: Runner, inputs: dict[str, torch.Ten
     return absolute, relative
 
 
-def check_parity(diffs: dict[str, float], tolerance: float, fmt: str) -> None:
-    """Refuse an export that does not reproduce the model (the caller then leaves nothing on disk)."""
+def check_parity(diffs: dict[str, float], tolerance: float, fmt: str, bound: str | None = None) -> None:
+    """Refuse an export that does not reproduce the model (the caller then leaves nothing on disk). ``bound`` names
+    a fixed bound (int8's relative one) that the user's ``--tolerance`` does not move."""
     worst = max(diffs, key=diffs.__getitem__, default=None)
-    if worst is not None and (diffs[worst] > tolerance or diffs[worst] != diffs[worst]):
-        raise DeitctlError(
-            f"{fmt} export differs from PyTorch by {diffs[worst]:.3g} on {worst} inputs (--tolerance {tolerance:g}); "
-            "nothing was written — raise --tolerance if this difference is acceptable"
-        )
+    if worst is None or (diffs[worst] <= tolerance and diffs[worst] == diffs[worst]):
+        return
+    where = f"{fmt} export differs from PyTorch by {diffs[worst]:.3g} on {worst} inputs"
+    if bound:
+        raise DeitctlError(f"{where} ({bound}): the file does not reproduce the model; nothing was written")
+    raise DeitctlError(f"{where} (--tolerance {tolerance:g}); nothing was written — raise --tolerance if this "
+                       "difference is acceptable")

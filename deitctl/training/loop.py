@@ -85,14 +85,15 @@ def train_epoch(parts: Parts, epoch: int, advance: Callable[[float, float, float
     if parts.rng is not None:
         set_rng_state(parts.rng)
         parts.rng = None
-    for micro_step, (images, targets) in enumerate(batches):
+    rank = accel.process_index  # micro_step counts from the epoch's start, a resumed one's too: it seeds the mixing
+    for micro_step, (images, targets) in enumerate(batches, state.step_in_epoch * parts.accum):
         if state.step_in_epoch >= parts.steps_per_epoch:
             break
         images, targets = images.to(accel.device, non_blocking=True), targets.to(accel.device)
         if parts.mixup is not None:
-            images, targets = parts.mixup(images, targets)
+            images, targets = parts.mixup(images, targets, (epoch, micro_step, rank))
         sync = (micro_step + 1) % parts.accum == 0
-        teacher_logits = parts.teacher(images) if parts.teacher is not None else None  # in its own precision
+        teacher_logits = parts.teach(images, epoch, micro_step) if parts.teach is not None else None  # stored or not
         with contextlib.nullcontext() if sync else accel.no_sync(model):
             with accel.autocast():
                 loss = parts.loss(model(images), targets, teacher_logits)
@@ -164,6 +165,7 @@ def finish(parts: Parts) -> dict[str, Any]:
                "train_img_per_s": statistics.median(rates) if rates else None,
                "train_images": state.global_step * recipe.batch_size, "optimizer_steps": state.global_step,
                "distillation_type": recipe.distillation_type, "teacher": recipe.teacher,
+               "teacher_outputs": _teacher_outputs(parts),
                "eval": next((r["eval"] for r in reversed(state.history) if r.get("eval")), None)}
     if accel.is_main_process:
         config = recipe_data_config(recipe)
@@ -174,6 +176,15 @@ def finish(parts: Parts) -> dict[str, Any]:
     accel.wait_for_everyone()
     accel.end_training()
     return summary
+
+
+def _teacher_outputs(parts: Parts) -> dict[str, Any] | None:
+    """How the teacher's outputs came, over all processes: computed (teacher forwards) or read from the store."""
+    if parts.teach is None:
+        return None
+    counts = torch.tensor([parts.teach.computed, parts.teach.read], device=parts.accel.device)
+    computed, read = (int(n) for n in parts.accel.reduce(counts, "sum").tolist())
+    return {**parts.teach.summary(), "computed": computed, "read": read}
 
 
 def announce(parts: Parts) -> None:
@@ -200,6 +211,7 @@ def announce(parts: Parts) -> None:
         f"{on(parts.compile_student)} ({parts.total_steps} steps)  |  fused optimizer {on(recipe.fused_optimizer)}  |  "
         f"fast augment {on(recipe.fast_augment and recipe.img_size <= SMALL)}  |  decode once "
         f"{on(recipe.decode_once and recipe.repeated_aug > 1)}  |  data workers {_workers(parts)}"
+        + (f"  |  teacher outputs {parts.teach.describe(recipe.epochs)}" if parts.teach is not None else "")
         + (f"  |  resuming at epoch {state.epoch + 1} step {state.step_in_epoch}" if parts.plan.resume_from else ""))
 
 

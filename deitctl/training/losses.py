@@ -46,7 +46,11 @@ def distillation_loss(
     soft_reduction: Literal["batchmean", "elementwise"] = "batchmean",
     both_heads: bool = False,
 ) -> torch.Tensor:
-    """The loss of one batch; ``outputs`` is the (class, distillation) logit pair for ⚗ models."""
+    """The loss of one batch; ``outputs`` is the (class, distillation) logit pair for ⚗ models.
+
+    ``teacher_logits`` may also be the teacher's hard labels (an integer tensor) for ``hard``: a teacher-output
+    store keeps only those where the logits would be large (``deitctl.training.teacher_store``).
+    """
     cls, dist = outputs if isinstance(outputs, tuple) else (outputs, outputs)
     loss = base_loss(cls, target, label_smoothing)
     if mode == "none":
@@ -55,6 +59,8 @@ def distillation_loss(
         return loss
     if teacher_logits is None:
         raise ValueError(f"{mode} distillation needs teacher logits")
+    if mode == "hard" and not teacher_logits.dtype.is_floating_point:  # labels already
+        return (1 - alpha) * loss + alpha * F.cross_entropy(dist, teacher_logits.long())
     teacher_logits = teacher_logits.float()
     if mode == "soft":
         log_p_student = F.log_softmax(dist.float() / tau, dim=-1)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from deitctl.data.loaders import EpochSampler
     from deitctl.data.streaming import StreamLoader
     from deitctl.training.teacher import Teacher
+    from deitctl.training.teacher_store import TeacherOutputs
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Parts:
     checkpoint_writer: bool = True  # writes the weights into checkpoints: rank 0, or a machine with its own disk
     state: TrainState = field(default_factory=TrainState)
     rng: dict[str, Any] | None = None  # the checkpoint's random state, restored just before its next step
+    teach: TeacherOutputs | None = None  # the teacher's output of a micro-batch: stored once, or computed
 
     @property
     def recipe(self) -> Recipe:
@@ -130,6 +132,9 @@ def setup(plan: Plan) -> Parts:
     if ema is not None:
         ema.to(accel.device)
     _warm_up(parts)
+    from deitctl.training.teacher_store import open_store
+
+    parts.teach = open_store(parts)  # after the warm-up: the key names whether the teacher compiled
     return parts
 
 
