@@ -30,9 +30,9 @@ seed="${SEED:-0}"
 read -r cpu_class cpu_model < <(python -c "from deitctl.runtime.hardware import cpu; c = cpu(); print(c.kind, c.model)")
 case "$cpu_class${1:-}" in  # wall times of this script on 2 cores, set-up skipped (docs/laptop.md, docs/performance.md)
   avx512-bf16) expect="about 15 min (measured 14.2 and 15.5 min on an AMD EPYC Zen 5)" ;;
-  avx2) expect="about 30-35 min (34.9 min measured on an AMD EPYC Zen 3 before its teacher was compiled and its outputs stored; bf16 is emulated there: every model trains in fp32)" ;;
+  avx2) expect="about 24 min (24.2 min measured on an AMD EPYC Zen 3; bf16 is emulated there: every model trains in fp32)" ;;
   *--full) expect="about 56 min on AVX512-BF16 (the --full budget); other classes not measured" ;;
-  *) expect="not measured on this class (about 15 min on AVX512-BF16, 33 min on AVX2)" ;;
+  *) expect="not measured on this class (about 15 min on AVX512-BF16, 24 min on AVX2)" ;;
 esac
 echo "main.sh: CPU class $cpu_class ($cpu_model), $(nproc) cores; expected wall time: $expect" >&2
 
