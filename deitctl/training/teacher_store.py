@@ -209,9 +209,12 @@ class TeacherOutputs:
         assert self.directory is not None
         return self.directory / f"e{epoch:04d}-r{self.rank:04d}-c{c:05d}.safetensors"
 
+    @property
+    def chunks_per_epoch(self) -> int:
+        return -(-self.per_epoch // self.chunk)
+
     def chunks_present(self, epochs: int) -> int:
-        per_epoch = -(-self.per_epoch // self.chunk)
-        return sum(self.path(e, c).is_file() for e in range(epochs) for c in range(per_epoch))
+        return sum(self.path(e, c).is_file() for e in range(epochs) for c in range(self.chunks_per_epoch))
 
     def _length(self, c: int) -> int:
         return min(self.chunk, self.per_epoch - c * self.chunk)
@@ -260,7 +263,7 @@ class TeacherOutputs:
         """For the run's speed line."""
         if self.directory is None:
             return "computed (store off)"
-        total = epochs * -(-self.per_epoch // self.chunk)
+        total = epochs * self.chunks_per_epoch
         return f"stored, {self.cached_at_start} of {total} chunks already there ({self.directory})"
 
     def summary(self) -> dict[str, Any]:
