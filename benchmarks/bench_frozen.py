@@ -10,7 +10,8 @@ machine. Each model is run exactly as deitctl runs it — a teacher through ``tr
   convnet teacher    regnety_016 (RegNetY-1.6GF, the paper's teacher family), 224 px, batch 16
   DeiT-Ti eval       deit_tiny_patch16_224, 224 px, batch 32 (``deitctl eval`` / ``bench``)
 
-Six compiled models live in one process (dynamo keeps at most 8), so the compiler is not reset between them.
+Eight compiled models live in one process (dynamo keeps at most 8), so the compiler is not reset between them.
+The teachers are also timed in fp32 with the contiguous (NCHW) layout instead of deitctl's channels-last.
 Variants take turns ``--repeats`` times (drifting load hits them alike); each figure is the median.
 
     .venv/bin/python benchmarks/bench_frozen.py --repeats 5        # ~6 min on 2 cores
@@ -36,12 +37,16 @@ def teacher_variants(arch: str, kwargs: dict, chans: int, size: int, batch: int)
     x = torch.randn(batch, chans, size, size)
     stats = [0.5] * chans, [0.25] * chans  # the same normalisation for student and teacher: no re-normalising
     out: dict[str, Callable] = {}
-    for precision in ("fp32", "bf16"):
+    for precision, layout in (("fp32", "channels-last"), ("bf16", "channels-last"), ("fp32", "NCHW")):
         for compiled in (False, True):
-            t = Teacher(copy.deepcopy(base), *stats, *stats).prepare(torch.device("cpu"), precision, compiled)
+            t = Teacher(copy.deepcopy(base), *stats, *stats)
+            if layout == "NCHW":  # deitctl's teacher is always channels-last: this times the other layout
+                t.memory_format = torch.contiguous_format
+            t.prepare(torch.device("cpu"), precision, compiled)
             if compiled:
                 first_call(t.model, lambda t=t: t(x), "teacher", frozen=True)
-            out[f"{precision} {'compiled' if compiled else 'eager'}"] = t
+            name = f"{precision} {'compiled' if compiled else 'eager'}"
+            out[name if layout == "channels-last" else f"{name}, NCHW"] = t
     return out, x
 
 

@@ -10,6 +10,7 @@ every repeat, so neither drifting load nor a partner favours one variant:
   main-job defaults     what `deitctl train` chooses here, with the student compiled as in the main job's
                         4,680-step runs (compilation happens before the timing)
   … <lever> off         the defaults with that one lever switched back
+  … loader workers      the defaults with no loader worker, or two (the main job's recipes have one)
 
     .venv/bin/python benchmarks/bench_main_job.py runs/main/fashion-teacher [--samples 3000] [--repeats 5]
 
@@ -27,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+Run = tuple[str, subprocess.Popen, Path]  # a variant's name, its process, its run directory
 OFF = {  # the switch that turns each lever off
     "bf16 (→ --precision fp32)": ["--precision", "fp32"],
     "compiled student (→ eager)": ["--set", "compile_student=false"],
@@ -46,6 +48,8 @@ VARIANTS = {
     "main-job defaults": [*MAIN_JOB, *STORE_OFF],
     **{f"… {name} off": [*MAIN_JOB, *STORE_OFF, *switch] for name, switch in OFF.items()},
     "… teacher compiled (→ compile=true)": [*MAIN_JOB, *STORE_OFF, "--set", "compile=true"],
+    "… no loader worker (→ num_workers=0)": [*MAIN_JOB, *STORE_OFF, "--set", "num_workers=0"],
+    "… 2 loader workers (→ num_workers=2)": [*MAIN_JOB, *STORE_OFF, "--set", "num_workers=2"],
     READ: MAIN_JOB,
 }
 
@@ -65,22 +69,30 @@ def variants_for_this_machine() -> list[str]:
     return [name for name in VARIANTS if name not in drop]
 
 
-def start(teacher: str, samples: int, extra: list[str], out: Path, threads: int = 1) -> subprocess.Popen:
+def start(name: str, teacher: str, samples: int, extra: list[str], out: Path, threads: int = 1) -> Run:
     cmd = [sys.executable, "-m", "deitctl.cli", "train", "fashion-deit-ti-distilled", "--teacher", teacher,
            "--out", str(out), "--overwrite", "--epochs", "1", "--max-train-samples", str(samples),
            "--max-eval-samples", "64", "--set", "warmup_epochs=0", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+    return name, proc, out
 
 
-def run_pair(teacher: str, samples: int, names: list[str], tmp: Path, store_filled: bool = True) -> dict[str, float]:
-    procs = {name: start(teacher, samples, VARIANTS[name], tmp / f"run{i}") for i, name in enumerate(names)}
-    rates = {}
-    for i, (name, proc) in enumerate(procs.items()):
+def finish(runs: list[Run]) -> list[dict]:
+    """Each run's summary.json once it ends; the first failure's error ends the benchmark."""
+    summaries = []
+    for name, proc, out in runs:
         _, err = proc.communicate()
         if proc.returncode:
             raise SystemExit(f"{name} failed:\n{err.decode()[-2000:]}")
-        summary = json.loads((tmp / f"run{i}" / "summary.json").read_text())
+        summaries.append(json.loads((out / "summary.json").read_text()))
+    return summaries
+
+
+def run_pair(teacher: str, samples: int, names: list[str], tmp: Path, store_filled: bool = True) -> dict[str, float]:
+    rates = {}
+    for name, summary in zip(names, finish([start(name, teacher, samples, VARIANTS[name], tmp / f"run{i}")
+                                            for i, name in enumerate(names)]), strict=True):
         rates[name] = summary["train_img_per_s"]
         computed = (summary.get("teacher_outputs") or {}).get("computed")
         if name == READ and store_filled and computed:
@@ -94,13 +106,15 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=3000)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", action="store_true", help="time two 1-thread runs against one 2-thread run")
+    p.add_argument("--only", nargs="+", choices=list(VARIANTS), metavar="VARIANT",
+                   help="these variants only, the first the baseline (an even count keeps every pair full)")
     args = p.parse_args()
     from machine import header, ratio_table, runs_line
 
     if args.threads:
         return compare_threads(args.teacher, args.samples, args.repeats)
 
-    names = variants_for_this_machine()
+    names = args.only or variants_for_this_machine()
     rates: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["DEITCTL_CACHE"] = str(Path(tmp) / "cache")  # the store READ reads, written now, untimed
@@ -124,15 +138,10 @@ def compare_threads(teacher: str, samples: int, repeats: int) -> None:
     defaults = VARIANTS["main-job defaults"]
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
-            for name, threads, runs in (("one run, 2 threads", 2, 1),
-                                        ("two runs side by side, 1 thread each (sum)", 1, 2)):
-                outs = [Path(tmp) / f"t{i}" for i in range(runs)]
-                procs = [start(teacher, samples, defaults, out, threads) for out in outs]
-                for proc in procs:
-                    _, err = proc.communicate()
-                    if proc.returncode:
-                        raise SystemExit(f"{name} failed:\n{err.decode()[-2000:]}")
-                rates[name].append(sum(json.loads((o / "summary.json").read_text())["train_img_per_s"] for o in outs))
+            for name, threads, count in (("one run, 2 threads", 2, 1),
+                                         ("two runs side by side, 1 thread each (sum)", 1, 2)):
+                runs = [start(name, teacher, samples, defaults, Path(tmp) / f"t{i}", threads) for i in range(count)]
+                rates[name].append(sum(summary["train_img_per_s"] for summary in finish(runs)))
     print(header())
     print(ratio_table("main-job student (DeiT⚗ + fp32 teacher), the machine's total", "img/s", rates))
     print(runs_line(rates))

@@ -9,10 +9,11 @@ writes by hand: fp32, eager, timm models, timm Mixup, torch AdamW, the teacher u
 DataLoader. `deitctl train` runs with its defaults; the ablation turns its levers off one at a time.
 
 Model FLOP utilisation: per image 6 × student GMACs (forward + backward) + 2 × teacher GMACs (forward),
-× 1e9 × img/s, as a fraction of this machine's bf16 matmul peak, measured here (large square matmuls).
+× 1e9 × img/s, as a fraction of this machine's bf16 matmul peak (fp32 where bf16 is emulated), measured here.
 
     python benchmarks/bench_train.py                       # ~25 min on 2 cores
     python benchmarks/bench_train.py --repeats 5 --ablation --teacher regnety_016
+    python benchmarks/bench_train.py --repeats 5 --samples 64 --store   # ~25 min on 2 AVX2 cores
 
 Prints medians over interleaved repeats and ratios against the baseline; never run as a test.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -39,6 +41,8 @@ LEVERS = {  # what turns each lever off (or, for compile_student, on)
     "fused AdamW → foreach": "fused_optimizer=false",
     "student compile on (auto: runs of ≥ 2,000 steps)": "compile_student=true",
 }
+STORE = ("teacher_store=true",)  # the store on (SETS turns it off; the later override wins)
+READ = "a later student: teacher outputs read from the store"
 
 
 def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (2048, 3072, 4096), repeats: int = 5) -> float:
@@ -68,7 +72,8 @@ def make_teacher(arch: str, out: Path) -> tuple[Path, float]:
 
 
 def run_deitctl(teacher: Path, args: argparse.Namespace, tmp: Path, extra: tuple[str, ...] = ()) -> dict:
-    """The second epoch's metrics row of `deitctl train` (the first one compiles and warms up)."""
+    """The second epoch's metrics row of `deitctl train` (the first one compiles and warms up), with the run's
+    count of teacher outputs computed."""
     from deitctl.app.train import TrainRequest, run
     from deitctl.training.plan import RunOptions
 
@@ -77,7 +82,9 @@ def run_deitctl(teacher: Path, args: argparse.Namespace, tmp: Path, extra: tuple
     run(TrainRequest(RECIPE, RunOptions(out=out, sets=sets, dataset="fashion-mnist", teacher=str(teacher), epochs=2,
                                         batch_size=args.batch_size, max_train_samples=args.samples,
                                         max_eval_samples=32)))
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    row = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    summary = json.loads((out / "summary.json").read_text())
+    return {**row, "teacher_computed": (summary.get("teacher_outputs") or {}).get("computed")}
 
 
 def run_plain(teacher_dir: Path, args: argparse.Namespace) -> tuple[float, dict[str, float]]:
@@ -141,20 +148,28 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--ablation", action="store_true", help="also run deitctl with each lever switched")
+    p.add_argument("--store", action="store_true", help="also time a later student that reads the teacher's "
+                   "outputs a first run stored (the main job's soft student; FKD)")
     args = p.parse_args()
     from machine import header
 
     print(header())
     from deitctl.models.factory import build as create
     from deitctl.models.inspect import count_gmacs
+    from deitctl.runtime.precision import native_bf16
 
-    peak = matmul_peak(torch.bfloat16)
+    peak_dtype = torch.bfloat16 if native_bf16(torch.device("cpu")) else torch.float32  # emulated bf16: fp32 runs
+    peak = matmul_peak(peak_dtype)
     student_gmacs = count_gmacs(create("deit_tiny_distilled_patch16_224", num_classes=10), 224, 3)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         teacher, teacher_gmacs = make_teacher(args.teacher, tmp / "teacher")
         base, ours, waits, phases = [], [], [], []
         ablation: dict[str, list[float]] = {name: [] for name in LEVERS} if args.ablation else {}
+        if args.store:  # a first student computes and stores the outputs, untimed; each repeat then reads them
+            os.environ["DEITCTL_CACHE"] = str(tmp / "cache")
+            run_deitctl(teacher, args, tmp, STORE)
+            ablation[READ] = []
         for _ in range(args.repeats):  # interleaved, so drifting machine load hits every variant alike
             rate, ph = run_plain(teacher, args)
             base.append(rate)
@@ -164,17 +179,23 @@ def main() -> None:
             waits.append(row["data_wait_s"] / row["epoch_time_s"])
             for name, override in LEVERS.items() if args.ablation else ():
                 ablation[name].append(run_deitctl(teacher, args, tmp, (override,))["img_per_s"])
+            if args.store:
+                row = run_deitctl(teacher, args, tmp, STORE)
+                if row["teacher_computed"]:
+                    raise SystemExit(f"the reading run computed {row['teacher_computed']} teacher outputs")
+                ablation[READ].append(row["img_per_s"])
     flop_per_img = (6 * student_gmacs + 2 * teacher_gmacs) * 1e9
     b, o = statistics.median(base), statistics.median(ours)
     print(f"\nDeiT-Ti⚗ (224 px, {student_gmacs:.3f} GMACs) + {args.teacher} teacher ({teacher_gmacs:.2f} GMACs), hard "
           f"distillation, full DeiT augmentation, Fashion-MNIST, batch {args.batch_size}, {args.samples} images/epoch,"
           f" {args.workers} loader worker(s), {torch.get_num_threads()} threads, medians of {args.repeats} runs")
-    print(f"bf16 matmul peak (measured): {peak / 1e9:.0f} GFLOP/s; {flop_per_img / 1e9:.2f} GFLOP per training image\n")
+    print(f"{peak_dtype} matmul peak (measured): {peak / 1e9:.0f} GFLOP/s; {flop_per_img / 1e9:.2f} GFLOP per training image\n")
     print("| loop | img/s (median) | × plain | MFU | runs |\n|---|---:|---:|---:|---|")
     for name, values in (("plain eager fp32 PyTorch + timm", base), ("deitctl train (defaults)", ours),
                          *((f"deitctl, {k}", v) for k, v in ablation.items())):
         m = statistics.median(values)
-        print(f"| {name} | {m:.1f} | {m / b:.2f} | {100 * m * flop_per_img / peak:.1f} % | {runs(values)} |")
+        flop = 6 * student_gmacs * 1e9 if name == f"deitctl, {READ}" else flop_per_img  # it runs no teacher
+        print(f"| {name} | {m:.1f} | {m / b:.2f} | {100 * m * flop / peak:.1f} % | {runs(values)} |")
     print(f"\nratio deitctl / plain: {o / b:.2f}×   MFU {100 * o * flop_per_img / peak:.1f} % "
           f"(plain {100 * b * flop_per_img / peak:.1f} %)   deitctl's step waited for data "
           f"{100 * statistics.median(waits):.1f} % of the epoch")

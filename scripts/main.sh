@@ -30,7 +30,8 @@ seed="${SEED:-0}"
 read -r cpu_class cpu_model < <(python -c "from deitctl.runtime.hardware import cpu; c = cpu(); print(c.kind, c.model)")
 case "$cpu_class${1:-}" in  # wall times of this script on 2 cores, set-up skipped (docs/laptop.md, docs/performance.md)
   avx512-bf16) expect="about 15 min (measured 14.2 and 15.5 min on an AMD EPYC Zen 5)" ;;
-  avx2) expect="about 24 min (24.2 min measured on an AMD EPYC Zen 3; bf16 is emulated there: every model trains in fp32)" ;;
+  avx2) expect="about 24 min (24.2 and 24.3 min measured on an AMD EPYC Zen 3; bf16 is emulated there: every model trains in fp32);
+    TRAIN_SAMPLES=10000 halves the images: 13.6 min measured, every arm 1.3-4.5 points lower, the same ranking" ;;
   *--full) expect="about 56 min on AVX512-BF16 (the --full budget); other classes not measured" ;;
   *) expect="not measured on this class (about 15 min on AVX512-BF16, 24 min on AVX2)" ;;
 esac
@@ -78,29 +79,37 @@ train_student() {  # train_student RECIPE: the student recipe on the common imag
   deitctl train "$1" --out "$OUT/$1" --epochs "$student_epochs" "${common[@]}" \
     "${teacher_flag[@]+"${teacher_flag[@]}"}" ${extra_student[@]+"${extra_student[@]}"}
 }
+failed() {  # failed NAME: say which stage failed and show the end of its log
+  echo "main.sh: $1 failed; its log: $OUT/$1.log" >&2; tail -5 "$OUT/$1.log" >&2
+}
 pair() {  # pair NAME_A CMD_A NAME_B CMD_B: two small models side by side, one core each. On 2 cores this
-  # stepped 1.45-1.65x more images per second than one run on both (small matmuls scale poorly across threads).
+  # stepped 1.39-1.65x more images per second than one run on both (small matmuls scale poorly across threads).
   local a=$1 ca=$2 b=$3 cb=$4
   OMP_NUM_THREADS=1 run_stage "$a" $ca > "$OUT/$a.log" 2>&1 & local pa=$!
   OMP_NUM_THREADS=1 run_stage "$b" $cb > "$OUT/$b.log" 2>&1 & local pb=$!
-  local failed=0
-  wait "$pa" || { failed=1; echo "main.sh: $a failed; its log: $OUT/$a.log" >&2; tail -5 "$OUT/$a.log" >&2; }
-  wait "$pb" || { failed=1; echo "main.sh: $b failed; its log: $OUT/$b.log" >&2; tail -5 "$OUT/$b.log" >&2; }
-  [ $failed = 0 ] || exit 1
+  local ok=1
+  wait "$pa" || { ok=0; failed "$a"; }
+  wait "$pb" || { ok=0; failed "$b"; }
+  [ $ok = 1 ] || exit 1
   grep -h "^epoch .*/\|^fashion" "$OUT/$a.log" "$OUT/$b.log" | tail -4 >&2 || true
+}
+alone() {  # alone NAME CMD: one run on both cores
+  OMP_NUM_THREADS=2 run_stage "$1" $2 > "$OUT/$1.log" 2>&1 || { failed "$1"; exit 1; }
+  grep -h "^epoch .*/\|^fashion" "$OUT/$1.log" | tail -2 >&2 || true
 }
 students=(fashion-deit-ti fashion-deit-ti-soft fashion-deit-ti-hard fashion-deit-ti-distilled)
 # The student without distillation needs no teacher: it trains beside the teacher.
 pair teacher train_teacher fashion-deit-ti "train_student fashion-deit-ti"
+# The distilled students see the same augmented batches. Two started together would both compute every teacher
+# output (each reaches a chunk before the other has written it), so one runs first, on both cores, and stores
+# them; the other two then train side by side and read them all.
+alone fashion-deit-ti-hard "train_student fashion-deit-ti-hard"
 pair fashion-deit-ti-distilled "train_student fashion-deit-ti-distilled" \
-  fashion-deit-ti-hard "train_student fashion-deit-ti-hard"
+  fashion-deit-ti-soft "train_student fashion-deit-ti-soft"
 evaluate() {  # evaluate RUN...: deitctl eval --save each (per-image predictions for the paired statistics)
   for run in "$@"; do deitctl eval "$OUT/$run" "${eval_flags[@]}" > /dev/null; done
 }
-# The last student trains beside the evaluations of the others.
-pair fashion-deit-ti-soft "train_student fashion-deit-ti-soft" \
-  "eval" "evaluate fashion-teacher fashion-deit-ti fashion-deit-ti-hard fashion-deit-ti-distilled"
-OMP_NUM_THREADS=2 run_stage "eval fashion-deit-ti-soft" evaluate fashion-deit-ti-soft
+OMP_NUM_THREADS=2 run_stage eval evaluate fashion-teacher "${students[@]}"
 run_stage report deitctl report "$teacher" "${students[@]/#/$OUT/}" --out "$OUT/report.md" --attention-images 4 \
   > /dev/null
 printf 'total\t%s\n' "$(($(stamp) - t_start))" >> "$timings"

@@ -12,5 +12,5 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 .venv/bin/ruff check deitctl tests benchmarks scripts docs
-.venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" "$@"
+.venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" --durations=15 "$@"  # the slowest: the suite must stay < 15 min
 if [ -f mkdocs.yml ]; then NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -q -d /tmp/deitctl-site; fi

@@ -100,6 +100,27 @@ def test_an_input_that_differs_from_the_stored_one_is_computed_never_read(tmp_pa
     assert (reread.read, reread.computed) == (0, 1)
 
 
+def test_the_input_digest_sees_every_bit_and_flip_but_not_the_thread_count():
+    from deitctl.training.teacher_store import input_digest
+
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    digest = input_digest(x)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert input_digest(x) == digest
+    finally:
+        torch.set_num_threads(threads)
+    assert input_digest(x.contiguous(memory_format=torch.channels_last)) == digest
+    last_bit = x.clone()
+    last_bit.view(torch.int32)[2, 1, 5, 7] ^= 1  # the least significant bit of one value
+    flipped = x.clone()
+    flipped[1] = flipped[1].flip(-1)
+    # -x flips every value's sign bit, which cancels in the int32 sums of an even number of values
+    others = {input_digest(last_bit), input_digest(flipped), input_digest(x[[1, 0, 2, 3]]), input_digest(-x)}
+    assert digest not in others and len(others) == 4
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("DEITCTL_CACHE", str(tmp_path / "cache"))

@@ -41,7 +41,9 @@ CPU_RULES = {r.kind: r for r in (
     # 2 cores of an AMD EPYC (Zen 3, AVX2 only): bf16 is emulated (bench_frozen.py: 0.11× fp32 eager for both
     # teachers); a compiled fp32 teacher wins — RegNetY-1.6GF 1.25×, resnet10t/4 1.04× alone, and in the main job's
     # student step (bench_main_job.py) 592 vs 525 img/s (1.13×) — and the student's levers each gave 1-7 %:
-    # math attention, fused AdamW, fast augment, the compiled student (docs/performance.md, "AVX2").
+    # math attention, fused AdamW, fast augment, the compiled student (docs/performance.md, "AVX2"). Not rules, but
+    # measured there too: the channels-last teacher (1.64x / 1.10x eager), one loader worker per 1-thread run (0 or
+    # 2: 0.78x / 0.86x), two 1-thread runs side by side rather than one 2-thread run (1.39x).
     Rules("avx2", bf16=False, compile_frozen=("fp32",), train_attention="math",
           source="measured on an AMD EPYC with AVX2 only"),
     # Not measured: bf16 is emulated there (slower than fp32); nothing compiled that could be slower.

@@ -39,6 +39,7 @@ class Teacher(nn.Module):
         self.register_buffer("shift", (sm - tm) / ts, persistent=False)
 
         self.precision, self.dtype, self.compiled = "fp32", torch.float32, False
+        self.memory_format = torch.channels_last  # benchmarks/bench_frozen.py times torch.contiguous_format against it
 
     def train(self, mode: bool = True) -> Teacher:  # the teacher stays in eval mode, always
         return super().train(False)
@@ -51,7 +52,7 @@ class Teacher(nn.Module):
 
         self.precision, self.dtype, self.compiled = precision, dtype_of(precision), compile_model
         self.to(device)
-        self.model.to(dtype=self.dtype, memory_format=torch.channels_last)
+        self.model.to(dtype=self.dtype, memory_format=self.memory_format)
         if compile_model:
             compile_in_place(self.model)  # frozen at its first call: speed.first_call(..., frozen=True)
         return self
@@ -61,7 +62,7 @@ class Teacher(nn.Module):
         with torch.inference_mode():
             if self.renorm:
                 x = x * self.scale + self.shift
-            logits = self.model(x.to(self.dtype).contiguous(memory_format=torch.channels_last))
+            logits = self.model(x.to(self.dtype).contiguous(memory_format=self.memory_format))
         return logits.to(torch.float32, copy=True)  # a copy made outside inference mode is a normal tensor
 
     def fingerprint(self) -> str:
