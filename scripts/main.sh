@@ -93,8 +93,10 @@ pair() {  # pair NAME_A CMD_A NAME_B CMD_B: two small models side by side, one c
   [ $ok = 1 ] || exit 1
   grep -h "^epoch .*/\|^fashion" "$OUT/$a.log" "$OUT/$b.log" | tail -4 >&2 || true
 }
-alone() {  # alone NAME CMD: one run on both cores
-  OMP_NUM_THREADS=2 run_stage "$1" $2 > "$OUT/$1.log" 2>&1 || { failed "$1"; exit 1; }
+alone() {  # alone NAME CMD: one run on both cores (in the background and waited for, as in a pair: run_stage
+  # called on the left of || would run with set -e off and hide a failure)
+  OMP_NUM_THREADS=2 run_stage "$1" $2 > "$OUT/$1.log" 2>&1 & local pid=$!
+  wait "$pid" || { failed "$1"; exit 1; }
   grep -h "^epoch .*/\|^fashion" "$OUT/$1.log" | tail -2 >&2 || true
 }
 students=(fashion-deit-ti fashion-deit-ti-soft fashion-deit-ti-hard fashion-deit-ti-distilled)
