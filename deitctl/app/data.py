@@ -75,11 +75,9 @@ def write_grid(labeled: LabeledSplit, recipe: Recipe, out: Path, count: int = 16
     Titles are the label names; after Mixup/CutMix, the two classes with the largest target weight.
     Written atomically (a crash never leaves a half-written PNG under the final name).
     """
-    import torch
-
     from deitctl.data.samples import collate, with_transform
     from deitctl.data.splits import subset
-    from deitctl.data.transforms import channel_stats, make_mixup, train_transform
+    from deitctl.data.transforms import make_mixup, train_transform, unnormalised
     from deitctl.records.plots import save_grid
     from deitctl.runtime.rng import seed_all
 
@@ -91,9 +89,7 @@ def write_grid(labeled: LabeledSplit, recipe: Recipe, out: Path, count: int = 16
     targets = None
     if mixup is not None and len(images) % 2 == 0:
         images, targets = mixup(images, labels)
-    mean = torch.tensor(channel_stats(recipe.mean, recipe.in_chans)).view(-1, 1, 1)
-    std = torch.tensor(channel_stats(recipe.std, recipe.in_chans)).view(-1, 1, 1)
-    pixels = (images * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    pixels = unnormalised(images, recipe.mean, recipe.std, recipe.in_chans)
     titles = [_title(labeled.class_names, int(y), None if targets is None else targets[i])
               for i, y in enumerate(labels)]
     return save_grid(pixels, titles, out, f"{labeled.name} [{labeled.split}] through recipe {recipe.name}")

@@ -99,7 +99,8 @@ class DemoModel:
         """predict's JSON row for the image, and the rollout of each token drawn over it."""
         import torch
 
-        from deitctl.app.predict import denormalised, describe
+        from deitctl.app.predict import describe
+        from deitctl.data.transforms import unnormalised
         from deitctl.evaluation.attention import captured, overlay, token_maps
 
         batch = self.transform(image).unsqueeze(0)
@@ -113,7 +114,8 @@ class DemoModel:
         with torch.inference_mode(), captured(model) as attention:
             model(batch.to(device=weights.device, dtype=weights.dtype))
         views = token_maps(attention, getattr(model, "num_prefix_tokens", 1), tuple(model.patch_embed.grid_size))
-        shown = denormalised(batch, self.loaded.data_config)[0]
+        config = self.loaded.data_config
+        shown = unnormalised(batch, config.mean, config.std, config.channels)[0]
         return row, [overlay(shown, views[t][0].cpu().numpy()) for t in self.tokens]
 
     # ------------------------------------------------------------------------------------ the model's facts

@@ -115,6 +115,7 @@ def _heads(loaded: LoadedModel, batch: torch.Tensor, predictor: Any, out: Path |
     """(fused, class, distillation) logits; with ``out``, also one attention PNG per image."""
     import torch
 
+    from deitctl.data.transforms import unnormalised
     from deitctl.evaluation.attention import captured, token_maps
     from deitctl.models.inspect import head_logits
     from deitctl.records.plots import plot_attention
@@ -127,23 +128,11 @@ def _heads(loaded: LoadedModel, batch: torch.Tensor, predictor: Any, out: Path |
         fused, cls, dist = head_logits(model, batch.to(next(model.parameters()).dtype))
     grid = tuple(model.patch_embed.grid_size)
     views = token_maps(maps, getattr(model, "num_prefix_tokens", 1), grid)
-    shown = denormalised(batch, loaded.data_config)
+    shown = unnormalised(batch, loaded.data_config.mean, loaded.data_config.std, loaded.data_config.channels)
     for k, (path, index) in enumerate(zip(paths, indices, strict=True)):
         plot_attention(shown[k], {name: m[k].cpu().numpy() for name, m in views.items()},
                        out / f"{index:05d}-{path.stem}.png", title=path.name)
     return tuple(None if t is None else t.float() for t in (fused, cls, dist))
-
-
-def denormalised(batch: torch.Tensor, config: Any) -> Any:
-    """The images as the model saw them (after resize and crop), in [0, 1], channels last: what is drawn."""
-    import torch
-
-    from deitctl.data.transforms import channel_stats
-
-    c = config.channels
-    mean = torch.tensor(channel_stats(config.mean, c)).view(1, -1, 1, 1)
-    std = torch.tensor(channel_stats(config.std, c)).view(1, -1, 1, 1)
-    return (batch.float().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
 def describe(path: Path, heads: tuple, k: int, labels: list[str] | None, top_k: int, fuse: bool) -> dict[str, Any]:

@@ -180,6 +180,15 @@ def channel_stats(values: Sequence[float], channels: int) -> tuple[float, ...]:
     return (avg,) * channels
 
 
+def unnormalised(images: Any, mean: Sequence[float], std: Sequence[float], channels: int) -> Any:
+    """Normalised images (N×C×H×W) back in [0, 1], channels last (a NumPy array): what a person is shown."""
+    import torch
+
+    m = torch.tensor(channel_stats(mean, channels)).view(1, -1, 1, 1)
+    s = torch.tensor(channel_stats(std, channels)).view(1, -1, 1, 1)
+    return (images.float().cpu() * s + m).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
 def make_mixup(recipe: Recipe, num_classes: int) -> SeededMixup | None:
     """timm's Mixup/CutMix with the recipe's label smoothing, its batch draw seeded per batch; None when both are off."""
     if not (recipe.mixup > 0 or recipe.cutmix > 0):
