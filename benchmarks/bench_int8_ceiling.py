@@ -13,23 +13,13 @@ torch.profiler over the timm forward (batch 32, 224 px): the Linear layers and t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
-import time
 
 # DeiT-Ti's matrix products per block at 224 px: (in, out) of qkv, proj, fc1, fc2 over batch × 197 tokens
 SHAPES = {"qkv": (192, 576), "proj": (192, 192), "fc1": (192, 768), "fc2": (768, 192)}
 MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::linear", "aten::matmul",
               "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::scaled_dot_product_attention")
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def ort_session(k: int, n: int, threads: int):
@@ -72,6 +62,8 @@ def gemm_rates(m: int, repeats: int, threads: int) -> dict[str, float]:
     import numpy as np
     import torch
 
+    from deitctl.evaluation.timing import time_forward
+
     ops = sum(2 * m * k * n for k, n in SHAPES.values())
     rng = np.random.default_rng(1)
     linears = [(torch.nn.Linear(k, n).eval(), torch.randn(m, k)) for k, n in SHAPES.values()]
@@ -84,10 +76,10 @@ def gemm_rates(m: int, repeats: int, threads: int) -> dict[str, float]:
                                                                            for sess, x in ort],
     }
     times: dict[str, list[float]] = {name: [] for name in kernels}
-    with torch.inference_mode():
-        for _ in range(repeats):  # interleaved
-            for name, fn in kernels.items():
-                times[name].append(median_time(fn, 3))
+    cpu = torch.device("cpu")
+    for _ in range(repeats):  # interleaved; each time is deitctl bench's (warm-up, then the median of 3 runs)
+        for name, fn in kernels.items():
+            times[name].append(time_forward(lambda _, fn=fn: fn(), torch.empty(0), contextlib.nullcontext, 3, cpu))
     return {name: ops / statistics.median(t) / 1e9 for name, t in times.items()}
 
 
